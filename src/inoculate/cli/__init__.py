@@ -1,0 +1,13 @@
+"""The `inoculate` command line: a thin shell over the Python API.
+
+Each subcommand lives in its own module and registers itself on `app`.
+"""
+
+from __future__ import annotations
+
+from inoculate.cli._app import app
+
+# Importing registers the subcommands.
+from inoculate.cli import data_cmds, engine_cmds, experiment_cmds, score_cmds  # noqa: E402,F401
+
+__all__ = ["app"]
