@@ -1,3 +1,177 @@
-"""CLI commands (filled by its module owner)."""
+"""`inoculate apply`, `neutralize` and `validate`: a thin shell over `transform` and `formats`."""
 
-from inoculate.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from inoculate.cli._app import app, console, handle_errors
+from inoculate.formats import load_examples
+from inoculate.transform import (
+    Manifest,
+    OutputFormat,
+    apply_file,
+    errors_path_for,
+    load_spec,
+    manifest_path_for,
+    neutralize_file,
+)
+
+
+def _unescape(text: str | None) -> str | None:
+    """Let shell users write `\\n` and `\\t` in --separator and --template."""
+    if text is None:
+        return None
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _check_format(value: str) -> OutputFormat:
+    if value not in ("chat", "prompt-completion"):
+        raise typer.BadParameter("expected chat or prompt-completion")
+    return value  # type: ignore[return-value]
+
+
+@app.command("apply")
+@handle_errors
+def apply_cmd(
+    input: str = typer.Argument(
+        ..., metavar="IN", help="Chat or prompt/completion JSONL, or a datasets path / hub id."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Output JSONL; the manifest goes beside it."),
+    prompt: list[str] | None = typer.Option(
+        None, "--prompt", help="Inoculation prompt text; repeat for a paraphrase pool."
+    ),
+    prompt_file: Path | None = typer.Option(
+        None, "--prompt-file", help="Prompts, one per line, or a JSON/YAML list."
+    ),
+    placement: str | None = typer.Option(
+        None,
+        "--placement",
+        help="system (replace) | system-prepend | system-append | user-prefix | user-suffix | template",
+    ),
+    where: str | None = typer.Option(None, "--where", help="Metadata selector, e.g. 'lang == \"es\"'."),
+    regex: str | None = typer.Option(None, "--regex", help="Select rows whose content matches this regex."),
+    regex_role: list[str] | None = typer.Option(
+        None, "--regex-role", help="Role(s) --regex looks at: user (default), assistant, system, any."
+    ),
+    fraction: float | None = typer.Option(
+        None, "--fraction", help="Inoculate this seeded fraction of selected rows."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed for the prompt pool and --fraction (default 0)."
+    ),
+    template: str | None = typer.Option(
+        None,
+        "--template",
+        help="User-turn template for placement template, e.g. '{inoculation}\\n\\n{user}'.",
+    ),
+    separator: str | None = typer.Option(
+        None, "--separator", help="Joins prompt and text (default '\\n\\n')."
+    ),
+    user_turn: str | None = typer.Option(None, "--user-turn", help="first (default) or last user turn."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML with the same fields; flags override it."
+    ),
+    skip_invalid: bool = typer.Option(
+        False,
+        "--skip-invalid",
+        help="Drop bad rows, reporting them in OUT.errors.jsonl, instead of aborting.",
+    ),
+    output_format: str = typer.Option("chat", "--output-format", help="chat or prompt-completion (TRL)."),
+) -> None:
+    """Insert an inoculation prompt into the selected rows; write OUT and OUT.manifest.json."""
+    fmt = _check_format(output_format)
+    overrides = {
+        "prompt": prompt[0] if prompt and len(prompt) == 1 else None,
+        "prompts": list(prompt) if prompt and len(prompt) > 1 else None,
+        "prompt_file": prompt_file,
+        "placement": placement,
+        "where": where,
+        "regex": regex,
+        "regex_roles": list(regex_role) if regex_role else None,
+        "fraction": fraction,
+        "seed": seed,
+        "template": _unescape(template),
+        "separator": _unescape(separator),
+        "user_turn": user_turn,
+    }
+    spec = load_spec(config, overrides)
+    m = apply_file(input, output, spec, skip_invalid=skip_invalid, output_format=fmt)
+
+    table = Table(title=f"inoculated {m.n_inoculated} of {m.n_rows} rows ({m.placement})")
+    table.add_column("#", justify="right")
+    table.add_column("prompt")
+    table.add_column("rows", justify="right")
+    for i, (text, n) in enumerate(m.counts_per_prompt.items()):
+        table.add_row(str(i), text, str(n))
+    console.print(table)
+    if m.n_skipped_invalid:
+        print(
+            f"skipped {m.n_skipped_invalid} invalid row(s); see {errors_path_for(output)}",
+            file=sys.stderr,
+        )
+    console.print(f"wrote {output} and {manifest_path_for(output)}", highlight=False, soft_wrap=True)
+
+
+@app.command("neutralize")
+@handle_errors
+def neutralize_cmd(
+    input: str = typer.Argument(..., metavar="IN", help="Examples to turn into the neutral-prompt eval set."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output JSONL."),
+    manifest: list[Path] | None = typer.Option(
+        None, "--manifest", help="Manifest(s) written by `inoculate apply`."
+    ),
+    text: list[str] | None = typer.Option(
+        None, "--text", help="Extra inoculation text to remove and refuse."
+    ),
+    system: str | None = typer.Option(None, "--system", help="Set this system prompt (default: remove it)."),
+    keep_system: bool = typer.Option(
+        False, "--keep-system", help="Keep system prompts, removing only the inoculation text from them."
+    ),
+    drop_completions: bool = typer.Option(
+        False, "--drop-completions", help="Drop the final assistant turn, leaving eval prompts."
+    ),
+    output_format: str = typer.Option("chat", "--output-format", help="chat or prompt-completion (TRL)."),
+) -> None:
+    """Strip inoculation prompts for evaluation; refuse if any inoculation text survives."""
+    fmt = _check_format(output_format)
+    known: list[Manifest | str] = [Manifest.load(p) for p in manifest or []]
+    known.extend(text or [])
+    if not known:
+        raise typer.BadParameter("give --manifest (or --text) so neutralize knows what to remove")
+    examples = neutralize_file(
+        input,
+        output,
+        known,
+        system=system,
+        mode="restore" if keep_system else "remove",
+        drop_completions=drop_completions,
+        output_format=fmt,
+    )
+    had = sum(1 for ex in examples if ex.metadata["neutralized"]["inoculation"] is not None)
+    console.print(
+        f"wrote {len(examples)} neutral rows ({had} were inoculated) to {output}; no inoculation text left",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("validate")
+@handle_errors
+def validate_cmd(
+    input: str = typer.Argument(..., metavar="IN", help="Chat or prompt/completion JSONL, or a dataset."),
+    allow_no_assistant: bool = typer.Option(
+        False, "--allow-no-assistant", help="Accept rows without an assistant turn (eval prompts)."
+    ),
+) -> None:
+    """Check a dataset; print every problem as FILE:LINE: FIELD: message, or an OK count."""
+    loaded = load_examples(input, skip_invalid=True, require_assistant=not allow_no_assistant)
+    for e in loaded.errors:
+        print(f"ERROR: {e}", file=sys.stderr)
+    if loaded.errors:
+        print(f"{len(loaded.errors)} problem(s); {len(loaded.examples)} valid row(s)", file=sys.stderr)
+        raise typer.Exit(1)
+    console.print(f"OK: {len(loaded.examples)} rows ({loaded.format})", highlight=False, soft_wrap=True)

@@ -1,3 +1,169 @@
-"""CLI commands (filled by its module owner)."""
+"""`inoculate score` (per-row trait scores and a summary) and `inoculate scorers` (the registry)."""
 
-from inoculate.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from inoculate.cli._app import app, console, handle_errors
+from inoculate.errors import InputError, InputErrors
+from inoculate.fileio import write_jsonl_atomic
+from inoculate.formats import Loaded, load_examples
+from inoculate.scorers import get_scorers, import_plugin, list_scorers, plugin_failures, score_examples
+
+if TYPE_CHECKING:
+    from inoculate.stats import Summary
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN: not-scorable values and undefined bounds are written as null."""
+    return None if math.isnan(x) else x
+
+
+def _seeds(loaded: Loaded) -> list[Any] | None:
+    """`metadata.seed` of every row, or None when no row has one; some-but-not-all is an error."""
+    have = ["seed" in ex.metadata for ex in loaded.examples]
+    if not any(have):
+        return None
+    errors = []
+    for ex, line, has in zip(loaded.examples, loaded.lines, have, strict=True):
+        if not has:
+            errors.append(
+                InputError(loaded.source, line, "metadata.seed", "missing, but other rows have a seed")
+            )
+        elif not isinstance(ex.metadata["seed"], (int, str)) or isinstance(ex.metadata["seed"], bool):
+            errors.append(InputError(loaded.source, line, "metadata.seed", "must be an integer or a string"))
+    if errors:
+        raise InputErrors(errors)
+    return [ex.metadata["seed"] for ex in loaded.examples]
+
+
+def _fmt(x: float, bounded: bool) -> str:
+    if math.isnan(x):
+        return "–"
+    return f"{x:.3f}" if bounded else f"{x:.1f}"
+
+
+@app.command("score")
+@handle_errors
+def score(
+    path: Path = typer.Argument(..., help="Chat or prompt/completion JSONL, or a datasets folder."),
+    scorer: list[str] = typer.Option(
+        ..., "--scorer", "-s", help="Scorer spec NAME[:ARG], e.g. language:es, all_caps; repeatable."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print one JSON object {scorer: {mean, ci_low, ci_high, n}} and nothing else."
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help='Write per-row scores as JSONL: {"id", "scores": {spec: value}}.'
+    ),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad rows (listed on stderr)."),
+    plugin: list[str] = typer.Option(
+        [], "--plugin", help="Import a module or .py file that registers scorers; repeatable."
+    ),
+    bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed for bootstrap intervals."),
+) -> None:
+    """Score the final assistant turn of every row; summarize with 95% intervals.
+
+    Rows whose score is NaN (not scorable, e.g. no letters) are left out of the mean and of n.
+    If rows carry metadata.seed, each seed is averaged first and the interval is across seeds.
+    """
+    from inoculate.stats import summarize_rows  # scipy is slow to import; keep `inoculate --help` fast
+
+    for target in plugin:
+        import_plugin(target)
+    scorers = get_scorers(scorer)
+    loaded = load_examples(path, skip_invalid=skip_invalid)
+    for err in loaded.errors:
+        print(f"SKIPPED: {err}", file=sys.stderr)
+    if not loaded.examples:
+        raise InputErrors.one(str(path), 0, "<file>", "no examples to score")
+    seeds = _seeds(loaded)
+    values = score_examples(loaded.examples, scorers)
+    if output is not None:
+        rows = (
+            {"id": ex.id, "scores": {s.name: _num(values[s.name][i]) for s in scorers}}
+            for i, ex in enumerate(loaded.examples)
+        )
+        n = write_jsonl_atomic(output, rows)
+        print(f"wrote {n} rows to {output}", file=sys.stderr)
+    summaries = {
+        s.name: summarize_rows(values[s.name], seeds, bounded=s.bounded, seed=bootstrap_seed) for s in scorers
+    }
+    if json_out:
+        obj = {
+            name: {"mean": _num(sm.mean), "ci_low": _num(sm.ci_low), "ci_high": _num(sm.ci_high), "n": sm.n}
+            for name, sm in summaries.items()
+        }
+        sys.stdout.write(json.dumps(obj) + "\n")
+        return
+    console.print(_summary_table(summaries, {s.name: s.bounded for s in scorers}, str(path)))
+
+
+def _summary_table(summaries: dict[str, Summary], bounded: dict[str, bool], title: str) -> Table:
+    table = Table(title=Text(title))
+    for col, justify in (("scorer", "left"), ("mean", "right"), ("95% CI", "right"), ("n", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table.add_column("seeds", justify="right")
+    table.add_column("interval")
+    for name, sm in summaries.items():
+        b = bounded[name]
+        across = "across seeds" if sm.unit == "seeds" else "across rows"
+        cells = (
+            name,
+            _fmt(sm.mean, b),
+            f"[{_fmt(sm.ci_low, b)}, {_fmt(sm.ci_high, b)}]",
+            str(sm.n),
+            str(sm.n_seeds) if sm.n_seeds else "–",
+            f"{sm.method}, {across}" if sm.method != "none" else "none",
+        )
+        table.add_row(*(Text(c) for c in cells))
+    return table
+
+
+@app.command("scorers")
+@handle_errors
+def scorers_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+    plugin: list[str] = typer.Option(
+        [], "--plugin", help="Import a module or .py file that registers scorers; repeatable."
+    ),
+) -> None:
+    """List the registered trait scorers (built-ins and plugins)."""
+    for target in plugin:
+        import_plugin(target)
+    infos = list_scorers()
+    for name, err in plugin_failures().items():
+        print(f"WARNING: scorer plugin {name!r} failed to load: {err}", file=sys.stderr)
+    if json_out:
+        rows = [
+            {
+                "name": i.name,
+                "takes_arg": i.takes_arg,
+                "range": "[0, 1]" if i.bounded else "raw",
+                "description": i.description,
+                "source": i.source,
+            }
+            for i in infos
+        ]
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title="trait scorers")
+    for col in ("name", "range", "description", "source"):
+        table.add_column(col)
+    for i in infos:
+        cells = (
+            i.name + ("[:ARG]" if i.takes_arg else ""),
+            "[0, 1]" if i.bounded else "raw",
+            i.description,
+            i.source,
+        )
+        table.add_row(*(Text(c) for c in cells))
+    console.print(table)

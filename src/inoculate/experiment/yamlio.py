@@ -1,0 +1,95 @@
+"""YAML loading that remembers where every key sits, so errors can say FILE:LINE: FIELD."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from inoculate.errors import InputError, InputErrors
+
+Path_ = tuple[str, ...]
+
+
+class LineMap:
+    """Maps a key path such as ("conditions", "placebo", "prompt") to its 1-based line in the file."""
+
+    def __init__(self, file: str, lines: dict[Path_, int]):
+        self.file = file
+        self._lines = lines
+
+    def line(self, *path: Any) -> int:
+        """The line of the deepest known prefix of `path` (0 when nothing matches)."""
+        key = tuple(str(p) for p in path)
+        while key:
+            if key in self._lines:
+                return self._lines[key]
+            key = key[:-1]
+        return self._lines.get((), 0)
+
+    def has(self, *path: Any) -> bool:
+        return tuple(str(p) for p in path) in self._lines
+
+    def error(self, path: tuple[Any, ...] | list[Any], message: str) -> InputError:
+        return InputError(self.file, self.line(*path), ".".join(str(p) for p in path) or "<file>", message)
+
+    def from_validation(self, exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[InputError]:
+        """Turn pydantic errors into located ones; union tags in `loc` that are not YAML keys are dropped."""
+        out: list[InputError] = []
+        seen: set[tuple[str, str]] = set()
+        for err in exc.errors(include_url=False):
+            matched: list[str] = [str(p) for p in prefix]
+            loc = [str(p) for p in err["loc"]]
+            inner = (err.get("ctx") or {}).get("error")
+            named = getattr(inner, "field", None)
+            if isinstance(named, str):
+                loc += [part for part in re.split(r"[.\[\]]+", named) if part]
+            for i, item in enumerate(loc):
+                if self.has(*matched, item) or (i == len(loc) - 1 and (err["type"] == "missing" or named)):
+                    matched.append(item)
+            field = ".".join(matched) or "<file>"
+            msg = str(inner) if isinstance(inner, Exception) else err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            if (field, msg) in seen:
+                continue
+            seen.add((field, msg))
+            out.append(InputError(self.file, self.line(*matched), field, msg))
+        return out
+
+
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            sub = (*path, str(key_node.value))
+            lines[sub] = key_node.start_mark.line + 1
+            _walk(value_node, sub, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = (*path, str(i))
+            lines[sub] = item.start_mark.line + 1
+            _walk(item, sub, lines)
+
+
+def load_yaml(path: str | os.PathLike[str], text: str | None = None) -> tuple[Any, LineMap]:
+    """Parse a YAML file; return its data and the line of every key. Syntax errors name their line."""
+    file = str(path)
+    if text is None:
+        if not Path(path).is_file():
+            raise InputErrors.one(file, 0, "<file>", "no such file")
+        text = Path(path).read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        raise InputErrors.one(file, line, "<yaml>", f"invalid YAML: {e.problem or e}") from None
+    lines: dict[Path_, int] = {(): 1}
+    if node is not None:
+        _walk(node, (), lines)
+    return data, LineMap(file, lines)

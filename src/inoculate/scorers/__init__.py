@@ -1,0 +1,41 @@
+"""Trait scorers: a registry of `(prompt, completion) -> float in [0, 1] or NaN` functions.
+
+`get_scorer("language:es")` builds one by spec; `@scorer("name")` registers a factory; plugins come
+from the entry-point group `inoculate.scorers`. Importing this package registers the built-ins.
+"""
+
+from inoculate.scorers import builtin  # noqa: F401  (registers the built-in scorers)
+from inoculate.scorers.registry import (
+    ENTRY_POINT_GROUP,
+    Scorer,
+    ScorerError,
+    ScorerInfo,
+    get_scorer,
+    get_scorers,
+    import_plugin,
+    list_scorers,
+    parse_spec,
+    plugin_failures,
+    register,
+    scorer,
+    unregister,
+)
+from inoculate.scorers.scoring import render_prompt, score_examples
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Scorer",
+    "ScorerError",
+    "ScorerInfo",
+    "get_scorer",
+    "get_scorers",
+    "import_plugin",
+    "list_scorers",
+    "parse_spec",
+    "plugin_failures",
+    "register",
+    "render_prompt",
+    "score_examples",
+    "scorer",
+    "unregister",
+]

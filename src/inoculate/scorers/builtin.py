@@ -1,0 +1,187 @@
+"""Built-in trait scorers. Each scores the completion only; the prompt is ignored.
+
+- `language:XX[/L1,L2,...]`: share of the text's letters in sentences detected as language XX.
+- `all_caps[:binary|:T]`: share of cased letters that are upper case (or 1/0 against a threshold).
+- `regex:PATTERN`: 1.0 if `re.search` finds PATTERN (inline flags such as `(?i)` work), else 0.0.
+- `keyword:w1,w2`: 1.0 if any word or phrase occurs, case-insensitive, on word boundaries.
+- `length[:chars|:words]`: a raw count, not in [0, 1]; summaries give it a bootstrap mean interval.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from inoculate.scorers.registry import ScoreFn, Scorer, ScorerError, scorer
+
+if TYPE_CHECKING:
+    from lingua import LanguageDetector
+
+NAN = float("nan")
+
+DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "es", "fr", "de", "it", "pt")
+
+# A sentence ends at . ! ? … (possibly repeated, possibly followed by closing quotes or brackets)
+# followed by whitespace, or at a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?…。])[\"'”’»)\]]*\s+|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split into sentences and lines; pieces without letters are dropped."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and any(ch.isalpha() for ch in s)]
+
+
+def _letters(text: str) -> int:
+    return sum(ch.isalpha() for ch in text)
+
+
+def _parse_language_arg(arg: str | None) -> tuple[str, tuple[str, ...]]:
+    if not arg:
+        raise ScorerError(
+            "language needs a target: language:XX (ISO 639-1), e.g. language:es or language:es/en,es"
+        )
+    target, _, pool = arg.partition("/")
+    target = target.strip().lower()
+    codes = tuple(c.strip().lower() for c in pool.split(",") if c.strip()) if pool else DEFAULT_LANGUAGES
+    if target not in codes:
+        codes = (*codes, target)
+    return target, tuple(sorted(set(codes)))
+
+
+@functools.lru_cache(maxsize=16)
+def language_detector(codes: tuple[str, ...]) -> LanguageDetector:
+    """Build (once per language set) a lingua detector restricted to these ISO 639-1 codes.
+
+    Models load lazily on first use and are the slow part; caching the detector keeps them loaded.
+    """
+    try:
+        from lingua import IsoCode639_1, LanguageDetectorBuilder
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ScorerError("the language scorer needs lingua: pip install 'inoculate[langid]'") from e
+    isos = []
+    for code in codes:
+        iso = getattr(IsoCode639_1, code.upper(), None)
+        if iso is None or len(code) != 2:
+            raise ScorerError(f"unknown ISO 639-1 language code {code!r} in the language scorer")
+        isos.append(iso)
+    if len(isos) < 2:
+        raise ScorerError("the language scorer needs at least two candidate languages")
+    return LanguageDetectorBuilder.from_iso_codes_639_1(*isos).build()
+
+
+def _language_shares(
+    detector: LanguageDetector, target: str, texts: Sequence[str], parallel: bool
+) -> list[float]:
+    """Letter-weighted share of sentences detected as `target`, per text (NaN if nothing detectable).
+
+    Text is lowercased first: lingua's n-gram models are trained on mostly lower-case text and
+    ALL CAPS input otherwise drifts to the wrong language. Sentence-level detection is used
+    rather than `detect_multiple_languages_of`, which measured less accurate on short sentences.
+    """
+    pieces: list[list[str]] = [split_sentences(t.lower()) for t in texts]
+    flat = [s for ps in pieces for s in ps]
+    if parallel and len(flat) > 1:
+        langs = detector.detect_languages_in_parallel_of(flat)
+    else:
+        langs = [detector.detect_language_of(s) for s in flat]
+    out: list[float] = []
+    i = 0
+    for ps in pieces:
+        hit = total = 0
+        for s in ps:
+            lang = langs[i]
+            i += 1
+            if lang is None:
+                continue
+            n = _letters(s)
+            total += n
+            if lang.iso_code_639_1.name.lower() == target:
+                hit += n
+        out.append(hit / total if total else NAN)
+    return out
+
+
+@scorer(
+    "language",
+    description="share of the text (letters, by sentence) in language XX: language:XX[/L1,L2,..]",
+)
+def language(arg: str | None = None) -> Scorer:
+    target, codes = _parse_language_arg(arg)
+    detector = language_detector(codes)
+
+    def one(prompt: str, completion: str) -> float:
+        return _language_shares(detector, target, [completion], parallel=False)[0]
+
+    def batch(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        return _language_shares(detector, target, list(completions), parallel=True)
+
+    return Scorer(fn=one, batch_fn=batch)
+
+
+def caps_share(text: str) -> float:
+    """Upper-case letters over cased letters (upper + lower); NaN when the text has none."""
+    upper = sum(ch.isupper() for ch in text)
+    lower = sum(ch.islower() for ch in text)
+    return upper / (upper + lower) if upper + lower else NAN
+
+
+@scorer(
+    "all_caps",
+    description="share of cased letters in upper case; all_caps:binary (>= 0.5) or all_caps:T",
+)
+def all_caps(arg: str | None = None) -> ScoreFn:
+    if arg is None or arg == "":
+        return lambda prompt, completion: caps_share(completion)
+    if arg == "binary":
+        threshold = 0.5
+    else:
+        try:
+            threshold = float(arg)
+        except ValueError:
+            raise ScorerError(f"all_caps takes 'binary' or a threshold in (0, 1]; got {arg!r}") from None
+        if not 0.0 < threshold <= 1.0:
+            raise ScorerError(f"all_caps threshold must be in (0, 1]; got {arg!r}")
+
+    def binary(prompt: str, completion: str) -> float:
+        share = caps_share(completion)
+        return share if math.isnan(share) else float(share >= threshold)
+
+    return binary
+
+
+@scorer("regex", description="1 if the completion matches PATTERN (re.search; inline flags like (?i) work)")
+def regex(arg: str | None = None) -> ScoreFn:
+    if not arg:
+        raise ScorerError("regex needs a pattern: regex:PATTERN")
+    try:
+        pattern = re.compile(arg)
+    except re.error as e:
+        raise ScorerError(f"regex: invalid pattern {arg!r}: {e}") from None
+    return lambda prompt, completion: float(pattern.search(completion) is not None)
+
+
+@scorer("keyword", description="1 if any of the comma-separated words occurs (case-insensitive, whole words)")
+def keyword(arg: str | None = None) -> ScoreFn:
+    words = [w.strip() for w in (arg or "").split(",") if w.strip()]
+    if not words:
+        raise ScorerError("keyword needs words: keyword:w1,w2")
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    return lambda prompt, completion: float(pattern.search(completion) is not None)
+
+
+@scorer(
+    "length",
+    description="raw length of the completion in characters (length, length:chars) or words (length:words)",
+    bounded=False,
+)
+def length(arg: str | None = None) -> ScoreFn:
+    unit = (arg or "chars").strip().lower()
+    if unit in ("chars", "characters"):
+        return lambda prompt, completion: float(len(completion))
+    if unit == "words":
+        return lambda prompt, completion: float(len(completion.split()))
+    raise ScorerError(f"length takes 'chars' or 'words'; got {arg!r}")

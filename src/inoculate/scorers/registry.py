@@ -1,0 +1,237 @@
+"""The trait-scorer registry: `@scorer("name")` on a factory, looked up by `NAME[:ARG]`.
+
+A factory takes the optional text after the first `:` of a spec (`language:es` -> `"es"`) and
+returns either a plain `(prompt, completion) -> float` function or a `Scorer` (to supply an
+efficient batch form). `get_scorer` wraps the result in a `Scorer` named by the full spec.
+
+Plugins: any installed distribution can declare an entry point in the group `inoculate.scorers`.
+Its value is a module (importing it runs its `@scorer` decorators) or a factory function (registered
+under the entry point's name unless it is already decorated). Entry points are loaded once, lazily,
+on the first lookup or listing, so `import inoculate` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar, Union
+
+ENTRY_POINT_GROUP = "inoculate.scorers"
+
+ScoreFn = Callable[[str, str], float]
+BatchFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+Factory = Callable[..., Union[ScoreFn, "Scorer"]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ScorerError(ValueError):
+    """An unknown scorer, a bad `:ARG`, a conflicting registration, or a scorer breaking its contract."""
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A ready-to-use scorer: `scorer(prompt, completion) -> float`, and `scorer.batch(...)`.
+
+    `bounded` scorers return values in [0, 1] (or NaN for "not scorable") and are checked for it;
+    unbounded ones (e.g. `length`) return raw values that summaries treat as means, never rates.
+    """
+
+    fn: ScoreFn
+    batch_fn: BatchFn | None = None
+    name: str = ""
+    description: str = ""
+    bounded: bool = True
+
+    def __call__(self, prompt: str, completion: str) -> float:
+        return self._check(float(self.fn(prompt, completion)))
+
+    def batch(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ScorerError(
+                f"{self.name}: batch got {len(prompts)} prompts but {len(completions)} completions"
+            )
+        if self.batch_fn is None:
+            return [self(p, c) for p, c in zip(prompts, completions, strict=True)]
+        out = [float(v) for v in self.batch_fn(prompts, completions)]
+        if len(out) != len(completions):
+            raise ScorerError(f"{self.name}: batch returned {len(out)} scores for {len(completions)} inputs")
+        return [self._check(v) for v in out]
+
+    def _check(self, value: float) -> float:
+        if self.bounded and not math.isnan(value) and not 0.0 <= value <= 1.0:
+            raise ScorerError(f"scorer {self.name!r} returned {value}, outside [0, 1]")
+        return value
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """A registered factory and what `inoculate scorers` shows about it."""
+
+    name: str
+    factory: Factory
+    description: str = ""
+    bounded: bool = True
+    source: str = field(default="")
+
+    @property
+    def takes_arg(self) -> bool:
+        return bool(inspect.signature(self.factory).parameters)
+
+
+_REGISTRY: dict[str, ScorerInfo] = {}
+_plugins_loaded = False
+_plugin_failures: dict[str, str] = {}
+
+
+def scorer(name: str, *, description: str = "", bounded: bool = True) -> Callable[[F], F]:
+    """Register a scorer factory under `name`.
+
+    The factory takes the optional `:ARG` string (declare no parameter if the scorer takes none)
+    and returns a `(prompt, completion) -> float` function or a `Scorer`.
+    """
+    if not name or ":" in name or any(ch.isspace() for ch in name):
+        raise ScorerError(f"invalid scorer name {name!r}: non-empty, no ':' and no spaces")
+
+    def decorate(factory: F) -> F:
+        register(name, factory, description=description or _first_doc_line(factory), bounded=bounded)
+        return factory
+
+    return decorate
+
+
+def register(name: str, factory: Factory, *, description: str = "", bounded: bool = True) -> None:
+    """Register without the decorator; re-registering the same function (e.g. a module reload) is a no-op."""
+    source = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
+    old = _REGISTRY.get(name)
+    if old is not None and old.source != source:
+        raise ScorerError(f"scorer {name!r} is already registered by {old.source}; cannot register {source}")
+    _REGISTRY[name] = ScorerInfo(name, factory, description, bounded, source)
+
+
+def unregister(name: str) -> None:
+    """Remove a scorer (for tests and for plugins that replace one deliberately)."""
+    _REGISTRY.pop(name, None)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """`"regex:(?i)a:b"` -> `("regex", "(?i)a:b")`; only the first `:` separates name from argument."""
+    name, sep, arg = spec.strip().partition(":")
+    return name, (arg if sep else None)
+
+
+def get_scorer(spec: str) -> Scorer:
+    """Build the scorer named by `NAME[:ARG]`, e.g. `language:es`, `all_caps`, `regex:(?i)hello`."""
+    name, arg = parse_spec(spec)
+    info = _lookup(name)
+    if arg is not None and not info.takes_arg:
+        raise ScorerError(f"scorer {name!r} takes no argument; got {spec!r}")
+    made = info.factory(arg) if info.takes_arg else info.factory()
+    if isinstance(made, Scorer):
+        return replace(
+            made,
+            name=spec.strip(),
+            description=made.description or info.description,
+            bounded=made.bounded and info.bounded,
+        )
+    if not callable(made):
+        raise ScorerError(f"scorer factory {info.source} returned {type(made).__name__}, not a function")
+    return Scorer(fn=made, name=spec.strip(), description=info.description, bounded=info.bounded)
+
+
+def get_scorers(specs: Sequence[str]) -> list[Scorer]:
+    """Build several scorers; duplicate specs are an error since they would share one output column."""
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.strip() in seen:
+            raise ScorerError(f"scorer {spec!r} given twice")
+        seen.add(spec.strip())
+    return [get_scorer(s) for s in specs]
+
+
+def list_scorers() -> list[ScorerInfo]:
+    """Every registered scorer (built-ins and plugins), sorted by name."""
+    _load_plugins()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def plugin_failures() -> dict[str, str]:
+    """Entry points that failed to load: entry point name -> error."""
+    _load_plugins()
+    return dict(_plugin_failures)
+
+
+def import_plugin(target: str) -> ModuleType:
+    """Import a module by dotted name or a `.py` file path so its `@scorer` decorators run."""
+    path = Path(target)
+    if target.endswith(".py"):
+        if not path.is_file():
+            raise ScorerError(f"plugin file {target} not found")
+        mod_name = f"inoculate_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
+        if mod_name in sys.modules:
+            return sys.modules[mod_name]
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise ScorerError(f"cannot import plugin file {target}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[mod_name]
+            raise
+        return module
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as e:
+        raise ScorerError(f"cannot import plugin module {target!r}: {e}") from e
+
+
+def _lookup(name: str) -> ScorerInfo:
+    if name not in _REGISTRY:
+        _load_plugins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    msg = f"unknown scorer {name!r}; known: {', '.join(sorted(_REGISTRY)) or '(none)'}"
+    if _plugin_failures:
+        failed = "; ".join(f"{k} ({v})" for k, v in _plugin_failures.items())
+        msg += f"; plugins that failed to load: {failed}"
+    raise ScorerError(msg)
+
+
+def _load_plugins() -> None:
+    """Load every `inoculate.scorers` entry point once; a broken plugin is recorded, not fatal."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if not isinstance(obj, ModuleType) and callable(obj) and not _is_registered(obj):
+                register(ep.name, obj, description=_first_doc_line(obj))
+        except Exception as e:  # a third-party plugin may fail in any way; report it on lookup
+            _plugin_failures[ep.name] = f"{type(e).__name__}: {e}"
+
+
+def _reset_plugins() -> None:
+    """Forget that entry points were loaded, so the next lookup loads them again (tests)."""
+    global _plugins_loaded
+    _plugins_loaded = False
+    _plugin_failures.clear()
+
+
+def _is_registered(fn: Callable[..., Any]) -> bool:
+    return any(info.factory is fn for info in _REGISTRY.values())
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""

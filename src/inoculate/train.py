@@ -1,0 +1,400 @@
+"""Supervised fine-tuning (LoRA or full) through TRL's SFTTrainer.
+
+Each example is split into a conversational prompt (every message before the final assistant turn,
+so the system/inoculation prompt included) and a completion (the final assistant turn); the loss is
+on the completion tokens only, so the inoculation prompt is conditioned on but never trained on.
+
+We tokenize the examples ourselves, with the same method TRL uses for conversational prompt/completion
+data (`models.encode_prompt_completion`, checked against TRL in the tests), and hand SFTTrainer
+`input_ids` + `labels`: that shares one tokenization with `logprob` and generation and skips TRL's
+`datasets.map` passes. Checkpointing, resume, progress bar, `accelerate launch` (DDP, FSDP, DeepSpeed)
+are the Trainer's own.
+
+On CPU the loss is the model's plain causal-LM loss; on GPUs it is TRL's fused LM head (no full logits
+in memory). TRL's fused path also computes per-step entropy and token accuracy, which on a tiny CPU
+model costs ~30% of the step (see benchmarks/train_throughput.py); `fused_lm_head` overrides the choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from inoculate.fileio import write_json_atomic, write_jsonl_atomic
+from inoculate.models import encode_prompt_completion, load_tokenizer, prepare_cpu
+from inoculate.records import ChatExample
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, TrainerCallback
+
+RUN_FILE = "inoculate_run.json"
+RESULT_FILE = "train_result.json"
+LOG_FILE = "train_log.jsonl"
+
+# Settings that may change between a killed run and its resumption without changing the result.
+_NOT_FINGERPRINTED = {"output_dir", "logging_steps", "save_steps", "save_total_limit", "disable_tqdm"}
+
+
+class TrainConfig(BaseModel):
+    """Training settings. Field names are TRL's (`SFTConfig`, `ModelConfig`) and PEFT's, so settings
+    written for TRL pass straight through; anything else `SFTConfig` or `peft.LoraConfig` accepts goes
+    in `extra` (routed by name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output_dir: str
+    learning_rate: float = 1e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    max_length: int | None = 1024
+    completion_only_loss: bool = True
+    seed: int = 42
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    bf16: bool | None = None
+    gradient_checkpointing: bool = False
+    disable_tqdm: bool = False
+    dtype: str | None = None
+    chat_template_path: str | None = None
+    fused_lm_head: bool | None = None
+
+    use_peft: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | str | None = "all-linear"
+    lora_modules_to_save: list[str] | None = None
+    use_rslora: bool = False
+    use_dora: bool = False
+
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.warmup_ratio and self.warmup_steps:
+            raise ValueError("set warmup_ratio or warmup_steps, not both")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError("warmup_ratio must be in [0, 1)")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        _route_extra(self.extra)
+        return self
+
+
+class TrainResult(BaseModel):
+    output_dir: str
+    model_path: str
+    is_adapter: bool
+    base_model: str
+    global_step: int
+    final_loss: float | None
+    train_loss: float | None
+    tokens_trained: int
+    n_examples: int
+    n_dropped: int
+    runtime_s: float
+    tokens_per_second: float
+    resumed_from: str | None = None
+    log_history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def _sft_fields() -> set[str]:
+    from trl import SFTConfig
+
+    return {f.name for f in dataclasses.fields(SFTConfig)}
+
+
+def _lora_fields() -> set[str]:
+    from peft import LoraConfig
+
+    return {f.name for f in dataclasses.fields(LoraConfig)}
+
+
+def _route_extra(extra: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split `extra` into SFTConfig and LoraConfig keyword arguments; unknown names are an error."""
+    if not extra:
+        return {}, {}
+    sft, lora = _sft_fields(), _lora_fields()
+    own = set(TrainConfig.model_fields)
+    sft_kw, lora_kw, bad = {}, {}, []
+    for k, v in extra.items():
+        if k in own:
+            bad.append(f"{k} (a TrainConfig field: set it directly)")
+        elif k in sft:
+            sft_kw[k] = v
+        elif k in lora:
+            lora_kw[k] = v
+        else:
+            bad.append(k)
+    if bad:
+        raise ValueError(f"unknown training option(s): {', '.join(bad)} (not SFTConfig or LoraConfig fields)")
+    return sft_kw, lora_kw
+
+
+def build_sft_rows(
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[ChatExample],
+    *,
+    max_length: int | None,
+    completion_only_loss: bool = True,
+) -> tuple[list[dict[str, list[int]]], int]:
+    """Tokenized rows `{input_ids, labels}` (labels -100 off the final assistant turn), and how many
+    examples truncation left without any trained token (dropped, as TRL does)."""
+    rows: list[dict[str, list[int]]] = []
+    dropped = 0
+    for ex in examples:
+        completion = ex.completion
+        if completion is None:
+            raise ValueError(f"example {ex.id!r} has no assistant turn to train on")
+        ids, start = encode_prompt_completion(tokenizer, ex.prompt_messages, completion)
+        labels = list(ids) if not completion_only_loss else [-100] * start + ids[start:]
+        if max_length is not None:
+            ids, labels = ids[:max_length], labels[:max_length]
+        if all(label == -100 for label in labels):
+            dropped += 1
+            continue
+        rows.append({"input_ids": ids, "labels": labels})
+    if not rows:
+        raise ValueError("no example has a trainable token left (check max_length and the data)")
+    return rows, dropped
+
+
+def _fingerprint(model: str, config: TrainConfig, rows: list[dict[str, list[int]]]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([model, config.model_dump(exclude=_NOT_FINGERPRINTED)], sort_keys=True).encode())
+    for r in rows:
+        h.update(json.dumps(r["input_ids"]).encode())
+        h.update(json.dumps(r["labels"]).encode())
+    return h.hexdigest()
+
+
+def complete_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """Checkpoints whose trainer_state.json (written last by the Trainer) exists and parses, by step."""
+    found = []
+    for d in Path(output_dir).glob("checkpoint-*"):
+        state = d / "trainer_state.json"
+        try:
+            step = int(d.name.split("-")[-1])
+            json.loads(state.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            continue
+        found.append((step, d))
+    return [d for _, d in sorted(found)]
+
+
+def _clear_run(out: Path) -> None:
+    for d in out.glob("checkpoint-*"):
+        shutil.rmtree(d, ignore_errors=True)
+    for name in ("adapter", "model"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in (RUN_FILE, RESULT_FILE, LOG_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def _log_callback(path: Path) -> TrainerCallback:
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        """Rewrite the loss log after every logging step (the history survives a resume)."""
+
+        def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                write_jsonl_atomic(path, state.log_history)
+
+    return JsonlLog()
+
+
+def _make_trainer_class(fused: bool) -> type:
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class InoculateSFTTrainer(SFTTrainer):
+        """SFTTrainer; without the fused head, the loss is the model's own (Trainer.compute_loss)."""
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
+            if fused:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return InoculateSFTTrainer
+
+
+def train(
+    model: str | os.PathLike[str],
+    examples: Sequence[ChatExample],
+    config: TrainConfig,
+    callbacks: Sequence[TrainerCallback] | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Fine-tune `model` (hub id or local path) on the final assistant turns of `examples`.
+
+    Writes to `config.output_dir`: checkpoint-N/ every `save_steps`, the adapter (PEFT format,
+    `adapter/`) or full model (`model/`) with its tokenizer, `train_log.jsonl` (the Trainer's log
+    history) and `train_result.json`. With `resume`, a run that left checkpoints continues from the
+    last complete one, and a finished run returns its recorded result; a directory holding a
+    different run (other model, data or settings) is an error. `resume=False` starts afresh.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers.utils import logging as hf_logging
+    from trl import SFTConfig
+
+    hf_logging.set_verbosity_error()
+    model = str(model)
+    out = Path(config.output_dir)
+    sft_extra, lora_extra = _route_extra(config.extra)
+    tokenizer = load_tokenizer(model, chat_template=config.chat_template_path, padding_side="right")
+    rows, dropped = build_sft_rows(
+        tokenizer, examples, max_length=config.max_length, completion_only_loss=config.completion_only_loss
+    )
+    fingerprint = _fingerprint(model, config, rows)
+
+    main = _is_main_process()
+    run_file = out / RUN_FILE
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            _clear_run(out)
+        elif run_file.is_file():
+            previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
+            if previous != fingerprint:
+                raise ValueError(
+                    f"{out} holds a different training run (other model, data or settings); "
+                    "use another output directory or resume=False (--no-resume) to start over"
+                )
+        elif complete_checkpoints(out):
+            raise ValueError(f"{out} holds checkpoints of an unknown run; use resume=False to start over")
+        write_json_atomic(run_file, {"fingerprint": fingerprint, "model": model})
+    _wait_for_everyone()
+    if resume and (out / RESULT_FILE).is_file():
+        return TrainResult.model_validate_json((out / RESULT_FILE).read_text(encoding="utf-8"))
+
+    on_gpu = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
+    if not on_gpu:
+        prepare_cpu()
+    bf16 = config.bf16 if config.bf16 is not None else bool(on_gpu and torch.cuda.is_bf16_supported())
+    fused = config.fused_lm_head if config.fused_lm_head is not None else on_gpu
+    dtype = config.dtype or ("bfloat16" if bf16 and config.use_peft else "float32")
+    save = config.save_steps > 0
+    args: dict[str, Any] = {
+        "output_dir": str(out),
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": config.warmup_steps or config.warmup_ratio,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "optim": config.optim,
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps" if save else "no",
+        "save_steps": config.save_steps if save else 500,
+        "save_total_limit": config.save_total_limit,
+        "bf16": bf16,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "disable_tqdm": config.disable_tqdm,
+        "report_to": "none",
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+        "model_init_kwargs": {"dtype": dtype},
+        "log_level": "error",
+    }
+    args.update(sft_extra)
+    sft_config = SFTConfig(**args)
+
+    peft_config = None
+    if config.use_peft:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            modules_to_save=config.lora_modules_to_save,
+            use_rslora=config.use_rslora,
+            use_dora=config.use_dora,
+            task_type="CAUSAL_LM",
+            **lora_extra,
+        )
+
+    trainer_cls = _make_trainer_class(fused)
+    trainer = trainer_cls(
+        model=model,
+        args=sft_config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[*(callbacks or []), _log_callback(out / LOG_FILE)],
+    )
+    checkpoints = complete_checkpoints(out) if resume else []
+    resume_from = str(checkpoints[-1]) if checkpoints else None
+    t0 = time.perf_counter()
+    tokens_before = 0
+    if resume_from is not None:
+        state = json.loads((Path(resume_from) / "trainer_state.json").read_text(encoding="utf-8"))
+        tokens_before = int(state.get("num_input_tokens_seen", 0))
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    runtime = time.perf_counter() - t0
+
+    final_dir = out / ("adapter" if config.use_peft else "model")
+    trainer.save_model(str(final_dir))
+    history = list(trainer.state.log_history)
+    losses = [h["loss"] for h in history if "loss" in h]
+    tokens = int(trainer.state.num_input_tokens_seen)
+    result = TrainResult(
+        output_dir=str(out),
+        model_path=str(final_dir),
+        is_adapter=config.use_peft,
+        base_model=model,
+        global_step=int(trainer.state.global_step),
+        final_loss=float(losses[-1]) if losses else None,
+        train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        tokens_trained=tokens,
+        n_examples=len(rows),
+        n_dropped=dropped,
+        runtime_s=runtime,
+        tokens_per_second=(tokens - tokens_before) / runtime if runtime > 0 else 0.0,
+        resumed_from=resume_from,
+        log_history=history,
+    )
+    if trainer.is_world_process_zero():
+        write_jsonl_atomic(out / LOG_FILE, history)
+        write_json_atomic(out / RESULT_FILE, result.model_dump(mode="json"))
+    _wait_for_everyone()
+    return result
