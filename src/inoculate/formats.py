@@ -112,6 +112,7 @@ def read_jsonl(
                     InputError(file, lineno, "<json>", f"invalid JSON: {e.msg} at column {e.colno}")
                 )
     _collect(out, rows, require_assistant=require_assistant, fold_extra=False)
+    out.errors.sort(key=lambda e: e.line)  # JSON errors were gathered first; report in file order
     if out.errors and not skip_invalid:
         raise InputErrors(out.errors)
     return out

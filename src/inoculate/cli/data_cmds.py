@@ -50,7 +50,8 @@ def apply_cmd(
     placement: str | None = typer.Option(
         None,
         "--placement",
-        help="system (replace) | system-prepend | system-append | user-prefix | user-suffix | template",
+        help="system (replace) | system-prepend | system-append | user-prefix | user-suffix | template. "
+        "Required when a selected row already has a system prompt; otherwise defaults to system.",
     ),
     where: str | None = typer.Option(None, "--where", help="Metadata selector, e.g. 'lang == \"es\"'."),
     regex: str | None = typer.Option(None, "--regex", help="Select rows whose content matches this regex."),

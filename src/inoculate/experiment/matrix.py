@@ -1,0 +1,152 @@
+"""The conditions x seeds matrix, and running it with a cache so that finished cells are never redone.
+
+`run_matrix` is independent of what a cell does: it takes a cell function, so the cache and resume
+logic can be tested (and reused) with any cheap function. The experiment runner passes the real one
+(transform -> train -> generate -> score).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from inoculate.experiment.cache import is_done, mark_done, prepare_cell, write_cell_config
+
+EVENTS = "events.jsonl"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (condition, seed) run with its resolved config and cache keys."""
+
+    condition: str
+    seed: int
+    config: dict[str, Any] = field(compare=False, hash=False)
+    key: str = ""
+    train_key: str = ""
+
+    @property
+    def rel_dir(self) -> Path:
+        return Path(self.condition) / f"seed_{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.condition} / seed {self.seed}"
+
+
+def cell_order(conditions: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
+    """Seed-major order: every condition of seed 0 first, so an early stop leaves whole replicates."""
+    return [(c, s) for s in seeds for c in conditions]
+
+
+StageFn = Callable[[str], None]
+CellFn = Callable[[Cell, Path, StageFn], dict[str, Any]]
+"""`cell_fn(cell, cell_dir, stage)` does the work, calls `stage("train")` etc. as it goes, writes its
+outputs under `cell_dir` (atomically) and returns a small summary recorded in the `done` marker."""
+
+
+class MatrixProgress(Protocol):
+    def start(self, total: int, finished: int) -> None: ...
+    def cell_started(self, cell: Cell) -> None: ...
+    def stage(self, cell: Cell, stage: str) -> None: ...
+    def cell_finished(self, cell: Cell, summary: dict[str, Any], seconds: float, cached: bool) -> None: ...
+    def stop(self) -> None: ...
+
+
+class NullProgress:
+    def start(self, total: int, finished: int) -> None:
+        pass
+
+    def cell_started(self, cell: Cell) -> None:
+        pass
+
+    def stage(self, cell: Cell, stage: str) -> None:
+        pass
+
+    def cell_finished(self, cell: Cell, summary: dict[str, Any], seconds: float, cached: bool) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class MatrixResult:
+    ran: list[Cell] = field(default_factory=list)
+    cached: list[Cell] = field(default_factory=list)
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [*self.cached, *self.ran]
+
+
+def log_event(root: Path, **event: Any) -> None:
+    """Append one line to the run's event log (one write per line; a reader skips a torn last line)."""
+    root.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"time": round(time.time(), 3), **event}, ensure_ascii=False) + "\n"
+    fd = os.open(root / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def read_events(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    path = Path(root) / EVENTS
+    if not path.is_file():
+        return []
+    out = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            continue
+    return out
+
+
+def run_matrix(
+    cells: Sequence[Cell],
+    root: str | os.PathLike[str],
+    cell_fn: CellFn,
+    *,
+    force: bool = False,
+    progress: MatrixProgress | None = None,
+) -> MatrixResult:
+    """Run every cell not already finished with its key; return which ran and which were cached.
+
+    Each cell's folder gets `config.json` first and `done` last. `force` reruns every cell.
+    """
+    root = Path(root)
+    prog = progress or NullProgress()
+    result = MatrixResult()
+    todo = []
+    for cell in cells:
+        if not force and is_done(root / cell.rel_dir, cell.key):
+            result.cached.append(cell)
+        else:
+            todo.append(cell)
+    prog.start(len(cells), len(result.cached))
+    for cell in result.cached:
+        prog.cell_finished(cell, {}, 0.0, True)
+    try:
+        for cell in todo:
+            cell_dir = root / cell.rel_dir
+            state = prepare_cell(cell_dir, cell.key, cell.train_key, force=force)
+            write_cell_config(cell_dir, cell.config, cell.key, cell.train_key)
+            log_event(root, event="cell_started", condition=cell.condition, seed=cell.seed, key=cell.key, state=state)
+            prog.cell_started(cell)
+            t0 = time.perf_counter()
+            summary = cell_fn(cell, cell_dir, lambda stage, c=cell: prog.stage(c, stage))
+            seconds = time.perf_counter() - t0
+            mark_done(cell_dir, cell.key, condition=cell.condition, seed=cell.seed, seconds=round(seconds, 3))
+            log_event(root, event="cell_finished", condition=cell.condition, seed=cell.seed, key=cell.key)
+            result.ran.append(cell)
+            prog.cell_finished(cell, summary, seconds, False)
+    finally:
+        prog.stop()
+    return result

@@ -1,0 +1,578 @@
+"""`inoculate run`: resolve an experiment, run its conditions x seeds matrix, write the report.
+
+A cell: transform the training data with the condition's inoculation spec -> train (LoRA or full,
+`inoculate.train`) -> generate under each eval prompt (eval set neutralized, then the eval prompt's
+system prompt set) -> score every trait and capability -> `metrics.json`.
+
+Layout of `OUT` (default `runs/<name>`):
+
+    OUT/experiment.json         the resolved experiment (what `inoculate report` reads)
+    OUT/manifest.json           package versions, git hash, base model, sampling, prompts the model saw
+    OUT/<condition>/seed_<k>/   config.json, train.manifest.json, adapter/, train_log.jsonl,
+                                generations/<eval_prompt>.jsonl, scores/<eval_prompt>.jsonl,
+                                metrics.json, done
+    OUT/base/                   the base model's elicitation table
+    OUT/summary.csv, per_seed.csv, report.md, figures/
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import inoculate
+from inoculate.errors import InputErrors
+from inoculate.experiment.cache import (
+    cell_key,
+    hash_examples,
+    hash_obj,
+    is_done,
+    mark_done,
+    model_identity,
+)
+from inoculate.experiment.config import (
+    CONDITION_REF,
+    ExperimentConfig,
+    OrganismData,
+    OrganismModel,
+    load_experiment,
+)
+from inoculate.experiment.matrix import Cell, MatrixProgress, MatrixResult, cell_order, log_event, run_matrix
+from inoculate.fileio import write_json_atomic, write_jsonl_atomic
+from inoculate.records import ChatExample, Message
+
+if TYPE_CHECKING:
+    from inoculate.scorers import Scorer
+    from inoculate.transform import InoculationSpec
+
+EXPERIMENT_FILE = "experiment.json"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+BASE_DIR = "base"
+
+
+# --- resolving an experiment ----------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, resolved once: data loaded, prompts resolved, model built, cells keyed."""
+
+    config: ExperimentConfig
+    seeds: list[int]
+    model_path: str
+    model_identity: dict[str, Any]
+    train_examples: list[ChatExample]
+    eval_examples: list[ChatExample]
+    data_hashes: dict[str, str]
+    specs: dict[str, InoculationSpec | None]
+    eval_prompts: dict[str, str | None]
+    """name -> system prompt text (None: no system prompt); `@condition` kept as is."""
+    scorers: dict[str, Scorer]
+    train_config: dict[str, Any]
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def _load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
+    src = getattr(cfg.data, which)
+    if isinstance(src, OrganismData):
+        from inoculate import organism
+
+        ref = src.organism
+        split = ref.split or ("train" if which == "train" else "eval")
+        return list(organism.make_examples(ref.setting, split, ref.n, ref.seed))
+    from inoculate.formats import load_examples
+
+    path = cfg.data_path(src)
+    target = str(path) if path.exists() else src
+    return load_examples(target, require_assistant=which == "train").examples
+
+
+def _base_model(cfg: ExperimentConfig) -> tuple[str, dict[str, Any]]:
+    """(path or hub id, identity) of the base model; builds the organism (cached) when asked for."""
+    if isinstance(cfg.model, OrganismModel):
+        from inoculate import organism
+
+        ref = cfg.model.organism
+        path = organism.build_base_model(organism.preset(ref.preset, **ref.overrides))
+        return str(path), model_identity(path, source={"organism": ref.model_dump()})
+    p = cfg.data_path(cfg.model) if not Path(cfg.model).is_absolute() else Path(cfg.model)
+    if p.is_dir():
+        return str(p), model_identity(p, source={"path": str(p)})
+    return cfg.model, model_identity(cfg.model)
+
+
+def prepare(cfg: ExperimentConfig, *, seeds: int | None = None) -> Prepared:
+    """Resolve the experiment: load data, resolve prompts and specs, build the base model, key the cells."""
+    from inoculate.scorers import get_scorer
+    from inoculate.train import TrainConfig
+    from inoculate.transform import InoculationSpec
+
+    seed_list = cfg.seed_list(seeds)
+    train_examples = _load_source(cfg, "train")
+    eval_examples = _load_source(cfg, "eval")
+    data_hashes = {"train": hash_examples(train_examples), "eval": hash_examples(eval_examples)}
+    specs: dict[str, InoculationSpec | None] = {}
+    for name in cfg.conditions:
+        data = cfg.condition_spec_data(name)
+        specs[name] = None if data is None else InoculationSpec.model_validate(data)
+    eval_prompts = {
+        name: (value if value == CONDITION_REF else cfg.resolve_text(value))
+        for name, value in cfg.eval_prompts.items()
+    }
+    scorers = {name: get_scorer(spec) for name, (_kind, spec) in cfg.metrics().items()}
+    train_config = TrainConfig.model_validate({"output_dir": ".", **cfg.train}).model_dump(
+        exclude={"output_dir", "seed"}
+    )
+    model_path, identity = _base_model(cfg)
+    prep = Prepared(
+        config=cfg,
+        seeds=seed_list,
+        model_path=model_path,
+        model_identity=identity,
+        train_examples=train_examples,
+        eval_examples=eval_examples,
+        data_hashes=data_hashes,
+        specs=specs,
+        eval_prompts=eval_prompts,
+        scorers=scorers,
+        train_config=train_config,
+    )
+    prep.cells = [make_cell(prep, c, s) for c, s in cell_order(list(cfg.conditions), seed_list)]
+    return prep
+
+
+def _spec_dump(spec: InoculationSpec | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    from inoculate.transform import resolve_prompts
+
+    dump = spec.model_dump(mode="json")
+    dump["resolved_prompts"] = resolve_prompts(spec)
+    return dump
+
+
+def make_cell(prep: Prepared, condition: str, seed: int) -> Cell:
+    """A cell with its fully resolved config and both cache keys."""
+    cfg = prep.config
+    spec = _spec_dump(prep.specs[condition])
+    train_part = {"transform": spec, "train": prep.train_config, "seed": seed}
+    config = {
+        "experiment": cfg.name,
+        "condition": condition,
+        "seed": seed,
+        "model": prep.model_identity,
+        **train_part,
+        "sampling": {**cfg.sampling.model_dump(), "seed": seed},
+        "eval_prompts": prep.eval_prompts,
+        "metrics": {name: list(v) for name, v in cfg.metrics().items()},
+    }
+    key = cell_key(config, prep.data_hashes, prep.model_identity)
+    train_key = cell_key(train_part, {"train": prep.data_hashes["train"]}, prep.model_identity)
+    return Cell(condition=condition, seed=seed, config=config, key=key, train_key=train_key)
+
+
+# --- evaluation sets --------------------------------------------------------------------------------
+
+
+def _without_completion(ex: ChatExample) -> ChatExample:
+    msgs = list(ex.messages)
+    if msgs and msgs[-1].role == "assistant":
+        msgs = msgs[:-1]
+    return ChatExample(id=ex.id, messages=msgs, metadata=ex.metadata)
+
+
+def _with_system(ex: ChatExample, system: str | None) -> ChatExample:
+    msgs = [m for m in ex.messages if m.role != "system"]
+    if system is not None:
+        msgs = [Message(role="system", content=system), *msgs]
+    return ChatExample(id=ex.id, messages=msgs, metadata=ex.metadata)
+
+
+def inoculation_texts(prep: Prepared) -> list[str]:
+    """Every inoculation text of every condition: none may survive into a neutralized eval set."""
+    from inoculate.transform import resolve_prompts
+
+    texts: list[str] = []
+    for spec in prep.specs.values():
+        if spec is not None:
+            texts += [t for t in resolve_prompts(spec) if t not in texts]
+    return texts
+
+
+def eval_set(prep: Prepared, condition: str, eval_prompt: str) -> list[ChatExample]:
+    """The prompts a cell is evaluated on under one eval prompt.
+
+    A fixed eval prompt: the eval set neutralized (system prompts removed, inoculation text removed
+    from user turns, refusing on any leak), then the eval prompt set as system prompt. `@condition`:
+    the eval set as given with the condition's transform applied to every row (selectors dropped),
+    i.e. the prompt the condition trained with.
+    """
+    from inoculate.transform import apply_inoculation, neutralize
+
+    value = prep.eval_prompts[eval_prompt]
+    questions = [_without_completion(ex) for ex in prep.eval_examples]
+    if value == CONDITION_REF:
+        spec = prep.specs[condition]
+        if spec is None:
+            return questions
+        every_row = spec.model_copy(update={"where": None, "regex": None, "fraction": None})
+        return apply_inoculation(questions, every_row, source=f"eval set ({eval_prompt})")[0]
+    texts = inoculation_texts(prep)
+    if texts:
+        questions = neutralize(questions, texts, mode="remove", source=f"eval set ({eval_prompt})")
+        questions = [
+            ChatExample(id=q.id, messages=q.messages, metadata={k: v for k, v in q.metadata.items() if k != "neutralized"})
+            for q in questions
+        ]
+    return [_with_system(q, value) for q in questions]
+
+
+# --- one cell ---------------------------------------------------------------------------------------
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def score_generations(
+    generations: Sequence[ChatExample], scorers: dict[str, Scorer]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Per-row scores (one dict per generation) and per-metric {mean, n, n_nan} (NaN rows left out)."""
+    from inoculate.scorers import render_prompt
+
+    prompts = [render_prompt(g.prompt_messages) for g in generations]
+    completions = [g.completion or "" for g in generations]
+    values = {name: s.batch(prompts, completions) for name, s in scorers.items()}
+    rows = []
+    for i, g in enumerate(generations):
+        sample = (g.metadata.get("generation") or {}).get("sample")
+        row: dict[str, Any] = {"id": g.id, "sample": sample}
+        row.update({name: _nan_to_none(values[name][i]) for name in scorers})
+        rows.append(row)
+    means: dict[str, dict[str, Any]] = {}
+    for name, vals in values.items():
+        ok = [v for v in vals if not math.isnan(v)]
+        means[name] = {
+            "mean": sum(ok) / len(ok) if ok else None,
+            "n": len(ok),
+            "n_nan": len(vals) - len(ok),
+        }
+    return rows, means
+
+
+def _sampling(prep: Prepared, seed: int) -> Any:
+    from inoculate.generate import SamplingParams
+
+    return SamplingParams(**prep.config.sampling.model_dump(), seed=seed)
+
+
+def evaluate(
+    prep: Prepared,
+    out_dir: Path,
+    *,
+    condition: str | None,
+    seed: int,
+    adapter: str | None,
+    prompts: dict[str, list[ChatExample]],
+    stage: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """Generate under each eval set and score; writes generations/ and scores/; returns the means."""
+    from inoculate.generate import get_backend
+
+    backend = get_backend("hf", model=prep.model_path, adapter=adapter)
+    params = _sampling(prep, seed)
+    results: dict[str, dict[str, Any]] = {}
+    for name, examples in prompts.items():
+        if stage is not None:
+            stage(f"generate [{name}]")
+        gens = backend.generate(examples, params)
+        write_jsonl_atomic(out_dir / "generations" / f"{name}.jsonl", (g.to_json() for g in gens))
+        if stage is not None:
+            stage(f"score [{name}]")
+        rows, means = score_generations(gens, prep.scorers)
+        write_jsonl_atomic(out_dir / "scores" / f"{name}.jsonl", rows)
+        results[name] = means
+    return results
+
+
+def run_cell(prep: Prepared, cell: Cell, cell_dir: Path, stage: Any) -> dict[str, Any]:
+    """Transform -> train -> generate -> score for one (condition, seed); writes metrics.json."""
+    from inoculate.train import TrainConfig, train
+    from inoculate.transform import apply_inoculation
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    stage("transform")
+    examples = prep.train_examples
+    spec = prep.specs[cell.condition]
+    if spec is not None:
+        examples, manifest = apply_inoculation(examples, spec, source=f"training data ({cell.condition})")
+        manifest.save(cell_dir / "train.manifest.json")
+    timings["transform"] = time.perf_counter() - t0
+
+    stage("train")
+    t0 = time.perf_counter()
+    tc = TrainConfig.model_validate(
+        {**prep.train_config, "output_dir": str(cell_dir), "seed": cell.seed, "disable_tqdm": True}
+    )
+    result = train(prep.model_path, examples, tc)
+    timings["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    prompts = {name: eval_set(prep, cell.condition, name) for name in prep.eval_prompts}
+    adapter = result.model_path if result.is_adapter else None
+    if not result.is_adapter:
+        raise ValueError("full fine-tuning in `inoculate run` is not supported yet: set use_peft: true")
+    evals = evaluate(prep, cell_dir, condition=cell.condition, seed=cell.seed, adapter=adapter, prompts=prompts, stage=stage)
+    timings["evaluate"] = time.perf_counter() - t0
+
+    summary = {
+        "condition": cell.condition,
+        "seed": cell.seed,
+        "key": cell.key,
+        "eval": evals,
+        "train": {
+            "global_step": result.global_step,
+            "final_loss": result.final_loss,
+            "train_loss": result.train_loss,
+            "n_examples": result.n_examples,
+            "runtime_s": result.runtime_s,
+        },
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    write_json_atomic(cell_dir / METRICS_FILE, summary)
+    return summary
+
+
+# --- the base model's elicitation table -------------------------------------------------------------
+
+
+def base_elicitation(prep: Prepared, root: Path) -> dict[str, Any]:
+    """The base model under each eval prompt (and each condition's training prompt); cached in OUT/base.
+
+    For the organism this is the organism's own elicitation table (every prompt family, held-out
+    paraphrases included) beside the experiment's prompts.
+    """
+    out = root / BASE_DIR
+    seed = prep.seeds[0]
+    prompts: dict[str, list[ChatExample]] = {}
+    systems: dict[str, str | None] = {}
+    for name, value in prep.eval_prompts.items():
+        if value == CONDITION_REF:
+            for cond, spec in prep.specs.items():
+                if spec is None:
+                    continue
+                label = f"{name}:{cond}"
+                prompts[label] = eval_set(prep, cond, name)
+                systems[label] = prompts[label][0].system if prompts[label] else None
+        else:
+            prompts[name] = eval_set(prep, next(iter(prep.specs)), name)
+            systems[name] = value
+    config = {
+        "model": prep.model_identity,
+        "sampling": {**prep.config.sampling.model_dump(), "seed": seed},
+        "prompts": {k: [ex.to_json() for ex in v] for k, v in prompts.items()},
+        "metrics": {name: list(v) for name, v in prep.config.metrics().items()},
+    }
+    key = hash_obj({"config": config, "version": inoculate.__version__})
+    if is_done(out, key):
+        import json
+
+        return json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    evals = evaluate(prep, out, condition=None, seed=seed, adapter=None, prompts=prompts)
+    table: dict[str, Any] = {
+        "source": "experiment",
+        "rows": [{"prompt": label, "system": systems[label], "metrics": evals[label]} for label in prompts],
+    }
+    if isinstance(prep.config.model, OrganismModel):
+        table["organism"] = _organism_elicitation(prep)
+    write_json_atomic(out / METRICS_FILE, table)
+    mark_done(out, key)
+    return table
+
+
+def _organism_elicitation(prep: Prepared) -> Any:
+    from inoculate import organism
+
+    setting = prep.config.organism_setting()
+    return organism.elicitation_table(prep.model_path, setting)
+
+
+# --- the manifest -------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"inoculate": inoculate.__version__}
+    for pkg in ("torch", "transformers", "peft", "trl", "accelerate", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_hash(where: Path | None = None) -> str | None:
+    """The commit of the source tree the package runs from (with `+dirty` if modified), if any."""
+    here = where or Path(inoculate.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
+
+
+def seen_prompts(prep: Prepared) -> dict[str, Any]:
+    """Per eval prompt (per condition for `@condition`): the system prompt given, the one the model saw
+    (what the chat template rendered; some templates insert a default), and one rendered prompt."""
+    from inoculate.models import load_tokenizer, render, seen_system_prompt
+
+    tok = load_tokenizer(prep.model_path)
+
+    def describe(examples: list[ChatExample]) -> dict[str, Any]:
+        systems = sorted({ex.system or "" for ex in examples})
+        first = examples[0] if examples else None
+        return {
+            "system": [s or None for s in systems],
+            "seen": [seen_system_prompt(tok, s or None) for s in systems],
+            "rendered_example": render(tok, first.messages, add_generation_prompt=True) if first else None,
+        }
+
+    out: dict[str, Any] = {}
+    for name, value in prep.eval_prompts.items():
+        if value == CONDITION_REF:
+            out[name] = {cond: describe(eval_set(prep, cond, name)) for cond in prep.specs}
+        else:
+            out[name] = describe(eval_set(prep, next(iter(prep.specs)), name))
+    return out
+
+
+def experiment_record(prep: Prepared) -> dict[str, Any]:
+    """What `inoculate report` needs to know about the experiment (written to experiment.json)."""
+    from inoculate.transform import resolve_prompts
+
+    cfg = prep.config
+    return {
+        "name": cfg.name,
+        "description": cfg.description,
+        "conditions": list(cfg.conditions),
+        "condition_prompts": {
+            c: (resolve_prompts(s) if s is not None else None) for c, s in prep.specs.items()
+        },
+        "condition_specs": {c: _spec_dump(s) for c, s in prep.specs.items()},
+        "eval_prompts": prep.eval_prompts,
+        "metrics": {
+            name: {"kind": kind, "scorer": spec, "bounded": prep.scorers[name].bounded}
+            for name, (kind, spec) in cfg.metrics().items()
+        },
+        "seeds": prep.seeds,
+        "expect": cfg.expect,
+        "model": {
+            "kind": "organism" if isinstance(cfg.model, OrganismModel) else "hf",
+            "spec": cfg.model if isinstance(cfg.model, str) else cfg.model.model_dump(),
+            "path": prep.model_path,
+            "identity": prep.model_identity,
+        },
+        "data": {
+            "train": cfg.data.train if isinstance(cfg.data.train, str) else cfg.data.train.model_dump(),
+            "eval": cfg.data.eval if isinstance(cfg.data.eval, str) else cfg.data.eval.model_dump(),
+            "n_train": len(prep.train_examples),
+            "n_eval": len(prep.eval_examples),
+            "sha256": prep.data_hashes,
+        },
+        "sampling": cfg.sampling.model_dump(),
+        "train": prep.train_config,
+        "cells": [{"condition": c.condition, "seed": c.seed, "key": c.key} for c in prep.cells],
+    }
+
+
+def write_manifest(prep: Prepared, root: Path) -> dict[str, Any]:
+    manifest = {
+        "experiment": prep.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": _versions(),
+        "git": git_hash(),
+        "base_model": {"path": prep.model_path, "identity": prep.model_identity},
+        "sampling": {**prep.config.sampling.model_dump(), "seed": "the cell's seed"},
+        "train": prep.train_config,
+        "eval_prompts": seen_prompts(prep),
+        "data_sha256": prep.data_hashes,
+    }
+    write_json_atomic(root / MANIFEST_FILE, manifest)
+    return manifest
+
+
+# --- the whole run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOutcome:
+    out_dir: Path
+    prepared: Prepared
+    matrix: MatrixResult
+    seconds: float
+    report: Any = None
+
+
+def default_out_dir(cfg: ExperimentConfig) -> Path:
+    return Path("runs") / cfg.name
+
+
+def run_experiment(
+    experiment: ExperimentConfig | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    seeds: int | None = None,
+    force: bool = False,
+    progress: MatrixProgress | None = None,
+    write_report: bool = True,
+) -> RunOutcome:
+    """Run (or resume) an experiment and write its report; finished cells are not redone."""
+    cfg = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment)
+    root = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
+    t0 = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    prep = prepare(cfg, seeds=seeds)
+    write_json_atomic(root / EXPERIMENT_FILE, experiment_record(prep))
+    write_manifest(prep, root)
+    log_event(root, event="run_started", cells=len(prep.cells), force=force)
+    try:
+        matrix = run_matrix(
+            prep.cells, root, lambda cell, d, stage: run_cell(prep, cell, d, stage), force=force, progress=progress
+        )
+        base_elicitation(prep, root)
+    except InputErrors:
+        raise
+    outcome = RunOutcome(out_dir=root, prepared=prep, matrix=matrix, seconds=time.perf_counter() - t0)
+    log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
+    if write_report:
+        from inoculate.report import write_report as _write
+
+        outcome.report = _write(root)
+    return outcome
