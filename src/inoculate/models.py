@@ -115,11 +115,24 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def prepare_cpu() -> None:
-    """Flush denormals to zero: tiny models spend most CPU time on denormal floats without it (~7x)."""
+TINY_MODEL_PARAMS = 10_000_000
+
+
+def prepare_cpu(model: Any = None) -> None:
+    """Make CPU work fast for tiny models (process-wide settings).
+
+    Flush denormals to zero: tiny models otherwise spend most of their time on denormal floats
+    (~7x). For a model under 10M parameters, also use one intra-op thread unless OMP_NUM_THREADS is
+    set: its matrices are too small to split, and on a busy machine OpenMP threads that wait for
+    each other made steps 3-5x slower than a single thread (benchmarks/train_throughput.py).
+    """
     import torch
 
     torch.set_flush_denormal(True)
+    if model is not None and "OMP_NUM_THREADS" not in os.environ:
+        n = sum(p.numel() for p in model.parameters())
+        if n < TINY_MODEL_PARAMS:
+            torch.set_num_threads(1)
 
 
 def load_model(
@@ -143,8 +156,6 @@ def load_model(
     if adapter is None and is_adapter_dir(name_or_path):
         adapter, name_or_path = name_or_path, adapter_base_model(name_or_path)
     device = device or default_device()
-    if device == "cpu":
-        prepare_cpu()
     torch_dtype = resolve_dtype(dtype, device)
     tok_source = adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file() else None
     tokenizer = load_tokenizer(
@@ -161,6 +172,8 @@ def load_model(
         model = PeftModel.from_pretrained(model, str(adapter))
     model.to(device)
     model.eval()
+    if device == "cpu":
+        prepare_cpu(model)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

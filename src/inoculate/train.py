@@ -209,16 +209,16 @@ def _clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _is_main_process() -> bool:
-    from accelerate import PartialState
+def _use_cpu() -> bool:
+    """Train on CPU when there is no CUDA device (or ACCELERATE_USE_CPU says so).
 
-    return PartialState().is_main_process
+    Passing this to accelerate as `cpu=True` is also what makes a multi-process launch on a CPU-only
+    machine (torchrun, `accelerate launch --multi_gpu`) data-parallel over gloo.
+    """
+    import torch
 
-
-def _wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
+    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return forced or not torch.cuda.is_available()
 
 
 def _log_callback(path: Path) -> TrainerCallback:
@@ -279,7 +279,11 @@ def train(
     )
     fingerprint = _fingerprint(model, config, rows)
 
-    main = _is_main_process()
+    from accelerate import PartialState
+
+    use_cpu = _use_cpu()
+    state = PartialState(cpu=use_cpu)
+    main = state.is_main_process
     run_file = out / RUN_FILE
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -294,14 +298,14 @@ def train(
                 )
         elif complete_checkpoints(out):
             raise ValueError(f"{out} holds checkpoints of an unknown run; use resume=False to start over")
-        write_json_atomic(run_file, {"fingerprint": fingerprint, "model": model})
-    _wait_for_everyone()
+        write_json_atomic(
+            run_file, {"fingerprint": fingerprint, "model": model, "config": config.model_dump(mode="json")}
+        )
+    state.wait_for_everyone()
     if resume and (out / RESULT_FILE).is_file():
         return TrainResult.model_validate_json((out / RESULT_FILE).read_text(encoding="utf-8"))
 
-    on_gpu = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
-    if not on_gpu:
-        prepare_cpu()
+    on_gpu = not use_cpu
     bf16 = config.bf16 if config.bf16 is not None else bool(on_gpu and torch.cuda.is_bf16_supported())
     fused = config.fused_lm_head if config.fused_lm_head is not None else on_gpu
     dtype = config.dtype or ("bfloat16" if bf16 and config.use_peft else "float32")
@@ -328,6 +332,8 @@ def train(
         "gradient_checkpointing": config.gradient_checkpointing,
         "disable_tqdm": config.disable_tqdm,
         "report_to": "none",
+        "use_cpu": use_cpu,
+        "ddp_find_unused_parameters": False,
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": "non_padding",
         "dataset_kwargs": {"skip_prepare_dataset": True},
@@ -362,6 +368,8 @@ def train(
         peft_config=peft_config,
         callbacks=[*(callbacks or []), _log_callback(out / LOG_FILE)],
     )
+    if not on_gpu:
+        prepare_cpu(trainer.model)
     checkpoints = complete_checkpoints(out) if resume else []
     resume_from = str(checkpoints[-1]) if checkpoints else None
     t0 = time.perf_counter()
@@ -396,5 +404,5 @@ def train(
     if trainer.is_world_process_zero():
         write_jsonl_atomic(out / LOG_FILE, history)
         write_json_atomic(out / RESULT_FILE, result.model_dump(mode="json"))
-    _wait_for_everyone()
+    state.wait_for_everyone()
     return result

@@ -1,3 +1,183 @@
-"""CLI commands (filled by its module owner)."""
+"""`inoculate train`, `generate` and `serve`: a thin shell over `train`, `generate` and its server."""
 
-from inoculate.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from inoculate.cli._app import UserError, app, console, handle_errors
+
+_TRAIN_HELP = """Fine-tune MODEL on the final assistant turn of each example in DATA (LoRA by default).
+
+Any TrainConfig, TRL SFTConfig or PEFT LoraConfig field can be given as a flag, e.g.
+--learning-rate 2e-4 --num-train-epochs 3 --lora-r 8 --lora-target-modules q_proj,v_proj
+--no-use-peft (full fine-tuning) --save-steps 50 --bf16 true. Flags override --config YAML.
+Run under `accelerate launch -m inoculate train ...` for multi-GPU, FSDP or DeepSpeed.
+"""
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        low = raw.lower()
+        if low in ("none", "null"):
+            return None
+        if low in ("true", "false"):
+            return low == "true"
+        return raw
+
+
+def parse_option_flags(args: list[str], bool_fields: set[str]) -> dict[str, Any]:
+    """`--key value`, `--key=value`, `--flag` and `--no-flag` into {key: value} (dashes to underscores)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if not tok.startswith("--") or tok == "--":
+            raise UserError(f"unexpected argument {tok!r} (options look like --name value)")
+        key, eq, raw = tok[2:].partition("=")
+        key = key.replace("-", "_")
+        if eq:
+            out[key] = _parse_value(raw)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            i += 1
+            out[key] = _parse_value(args[i])
+        elif key.startswith("no_") and key[3:] in bool_fields:
+            out[key[3:]] = False
+        else:
+            out[key] = True
+        i += 1
+    return out
+
+
+@app.command(
+    "train",
+    help=_TRAIN_HELP,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@handle_errors
+def train_cmd(
+    ctx: typer.Context,
+    data: str = typer.Argument(..., metavar="DATA", help="Chat or prompt/completion JSONL, or a dataset."),
+    model: str = typer.Option(..., "--model", "-m", help="Base model: hub id or local path."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output directory (checkpoints, adapter/model)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML of training options."),
+    chat_template: str | None = typer.Option(None, "--chat-template", help="Jinja chat template file."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the last checkpoint."),
+) -> None:
+    import yaml
+
+    from inoculate.formats import read_examples
+    from inoculate.train import TrainConfig, train
+
+    options: dict[str, Any] = {}
+    if config is not None:
+        if not config.is_file():
+            raise UserError(f"{config}: no such file")
+        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{config}: expected a mapping of training options")
+        options.update(loaded)
+    bool_fields = {k for k, f in TrainConfig.model_fields.items() if f.annotation in (bool, "bool")}
+    options.update(parse_option_flags(list(ctx.args), bool_fields | {"bf16", "fp16"}))
+    if isinstance(options.get("lora_target_modules"), str) and "," in options["lora_target_modules"]:
+        options["lora_target_modules"] = [s.strip() for s in options["lora_target_modules"].split(",")]
+    if chat_template is not None:
+        options["chat_template_path"] = chat_template
+    own = set(TrainConfig.model_fields)
+    extra = dict(options.pop("extra", None) or {})
+    extra.update({k: options.pop(k) for k in list(options) if k not in own})
+    cfg = TrainConfig(**options, output_dir=str(output), extra=extra)
+    examples, _ = read_examples(data)
+    result = train(model, examples, cfg, resume=resume)
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    console.print(
+        f"trained {result.global_step} steps on {result.n_examples} examples "
+        f"({result.tokens_trained} tokens, {result.tokens_per_second:.0f} tok/s); final loss {loss}"
+    )
+    console.print(f"{'adapter' if result.is_adapter else 'model'}: {result.model_path}")
+
+
+@app.command("generate")
+@handle_errors
+def generate_cmd(
+    data: str = typer.Argument(..., metavar="IN", help="Chat or prompt/completion JSONL (prompts)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model: hub id, local path, or served name."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output chat JSONL."),
+    adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter dir (served name for HTTP)."),
+    system: str | None = typer.Option(None, "--system", help="Use this system prompt for every row."),
+    no_system: bool = typer.Option(False, "--no-system", help="Remove every row's system prompt."),
+    max_new_tokens: int = typer.Option(..., "--max-new-tokens", help="Maximum tokens per completion."),
+    temperature: float = typer.Option(..., "--temperature", help="0 for greedy decoding."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    n: int = typer.Option(1, "--n", help="Samples per prompt."),
+    seed: int = typer.Option(0, "--seed"),
+    stop: list[str] | None = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+    backend: str = typer.Option("hf", "--backend", help="hf | openai_http | vllm | a registered backend."),
+    batch_size: int = typer.Option(32, "--batch-size", help="hf: sequences per generate call."),
+    chat_template: str | None = typer.Option(None, "--chat-template", help="Jinja chat template file."),
+    device: str | None = typer.Option(None, "--device", help="hf: cpu, cuda, cuda:1, mps."),
+    dtype: str | None = typer.Option(None, "--dtype", help="hf: auto, float32, bfloat16, float16."),
+    base_url: str = typer.Option("http://127.0.0.1:8000/v1", "--base-url", help="openai_http: server URL."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="openai_http: key variable."),
+    tokenizer: str | None = typer.Option(
+        None, "--tokenizer", help="openai_http: local tokenizer to record the rendered prompt."
+    ),
+) -> None:
+    """Sample completions of each row's prompt (any final assistant turn is dropped); write chat
+    JSONL, with the sampling parameters and the rendered prompt of each row, for `inoculate score`."""
+    from inoculate.formats import read_examples
+    from inoculate.generate import KEEP_SYSTEM, SamplingParams, generate_examples, get_backend
+    from inoculate.records import write_chat_jsonl
+
+    if system is not None and no_system:
+        raise UserError("--system and --no-system exclude each other")
+    params = SamplingParams(
+        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, n=n, seed=seed, stop=list(stop or [])
+    )
+    kwargs: dict[str, Any] = {"model": model, "adapter": adapter}
+    if backend == "hf":
+        kwargs.update(chat_template=chat_template, device=device, dtype=dtype, batch_size=batch_size)
+    elif backend == "openai_http":
+        kwargs.update(base_url=base_url, api_key_env=api_key_env, tokenizer=tokenizer, chat_template=chat_template)
+    elif backend == "vllm":
+        kwargs.update(chat_template=chat_template)
+    examples, _ = read_examples(data, require_assistant=False)
+    be = get_backend(backend, **kwargs)
+    sys_arg = None if no_system else (system if system is not None else KEEP_SYSTEM)
+    out = generate_examples(be, examples, params, system=sys_arg)
+    write_chat_jsonl(output, out)
+    console.print(f"wrote {len(out)} generations to {output}")
+
+
+@app.command("serve")
+@handle_errors
+def serve_cmd(
+    model: str = typer.Argument(..., metavar="MODEL", help="Model: hub id or local path."),
+    adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter dir."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    served_name: str | None = typer.Option(None, "--served-name", help="Model name clients use."),
+    chat_template: str | None = typer.Option(None, "--chat-template", help="Jinja chat template file."),
+    device: str | None = typer.Option(None, "--device"),
+    dtype: str | None = typer.Option(None, "--dtype"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+) -> None:
+    """Serve MODEL over the OpenAI chat-completions API (local use and tests; not for production)."""
+    from inoculate.generate.hf import HFBackend
+    from inoculate.generate.server import make_server
+
+    be = HFBackend(model, adapter, chat_template=chat_template, device=device, dtype=dtype, batch_size=batch_size)
+    server = make_server(be, host, port, served_name)
+    h, p = server.server_address[:2]
+    print(f"serving {served_name or adapter or model} on http://{h}:{p}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,3 +1,106 @@
-"""CLI commands (filled by its module owner)."""
+"""`inoculate run`, `inoculate report` and `inoculate demo`: thin shells over experiment/ and report/."""
 
-from inoculate.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from inoculate.cli._app import app, console, err_console, handle_errors
+
+EXIT_EXPECTATION_FAILED = 3
+
+
+def _show(report: object, *, check: bool) -> None:
+    """Print the headline table, the verdict counts and where the report is."""
+    from inoculate.report import Report
+
+    assert isinstance(report, Report)
+    header, rows = report.headline()
+    prompt = report.run.neutral_prompt
+    if header:
+        table = Table(title=f"{report.run.name}: under the '{prompt}' prompt (mean [95% CI] over seeds)")
+        for h in header:
+            table.add_column(h)
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+    if report.run.missing:
+        console.print(
+            f"[yellow]{len(report.run.missing)} cell(s) unfinished; rerun to complete them[/yellow]"
+        )
+    failed = [v for v in report.verdicts if v.passed is False]
+    unchecked = [v for v in report.verdicts if v.passed is None]
+    if report.verdicts:
+        ok = len(report.verdicts) - len(failed) - len(unchecked)
+        colour = "green" if not failed and not unchecked else "red"
+        console.print(f"[{colour}]expectations: {ok} of {len(report.verdicts)} hold[/{colour}]")
+        for v in failed:
+            console.print(
+                f"  FAIL {v.condition} {v.metric} [{v.eval_prompt}] = {v.observed:.2f}, "
+                f"expected {v.rule.describe()}"
+            )
+        if failed:
+            console.print("  The expected effect did not (fully) appear in this run; see the report.")
+    console.print(f"report: {report.report_md}")
+    console.print(f"summary: {report.summary_csv}")
+    if check and (failed or unchecked):
+        raise typer.Exit(EXIT_EXPECTATION_FAILED)
+
+
+def _run(experiment: object, out: Path | None, seeds: int | None, force: bool, check: bool) -> None:
+    from inoculate.experiment import run_experiment
+    from inoculate.experiment.progress import RichProgress
+
+    progress = RichProgress(err_console, headline_prompt="neutral")
+    outcome = run_experiment(experiment, out, seeds=seeds, force=force, progress=progress)  # type: ignore[arg-type]
+    err_console.print(
+        f"{len(outcome.matrix.ran)} cell(s) run, {len(outcome.matrix.cached)} cached, {outcome.seconds:.1f}s"
+    )
+    _show(outcome.report, check=check)
+
+
+_SEEDS_HELP = "Run seeds 0..N-1 instead of the experiment's seeds."
+_CHECK_HELP = (
+    f"Exit with status {EXIT_EXPECTATION_FAILED} if a declared expectation fails or cannot be checked."
+)
+
+
+@app.command("run")
+@handle_errors
+def run_cmd(
+    experiment: Path = typer.Argument(..., help="Experiment YAML."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>)."),
+    seeds: int | None = typer.Option(None, "--seeds", min=1, help=_SEEDS_HELP),
+    force: bool = typer.Option(False, "--force", help="Redo every cell, even finished ones."),
+    check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
+) -> None:
+    """Run an experiment's conditions x seeds matrix (resuming finished cells) and write its report."""
+    _run(experiment, out, seeds, force, check)
+
+
+@app.command("report")
+@handle_errors
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `inoculate run`."),
+    check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
+) -> None:
+    """Regenerate summary.csv, per_seed.csv, report.md and figures/ from a run's stored cell results."""
+    from inoculate.report import write_report
+
+    _show(write_report(run_dir), check=check)
+
+
+@app.command("demo")
+@handle_errors
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
+    seeds: int | None = typer.Option(None, "--seeds", min=1, help="Number of seeds (default 3)."),
+    force: bool = typer.Option(False, "--force", help="Redo every cell, even finished ones."),
+    check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
+) -> None:
+    """Watch inoculation prompting work: Spanish + ALL-CAPS on the built-in model organism, on CPU."""
+    from inoculate.experiment import demo_config
+
+    _run(demo_config(), out, seeds, force, check)

@@ -179,5 +179,7 @@ def prepare_cell(cell_dir: str | os.PathLike[str], key: str, train_key: str, *, 
     return state
 
 
-def write_cell_config(cell_dir: str | os.PathLike[str], config: dict[str, Any], key: str, train_key: str) -> None:
+def write_cell_config(
+    cell_dir: str | os.PathLike[str], config: dict[str, Any], key: str, train_key: str
+) -> None:
     write_json_atomic(Path(cell_dir) / CELL_CONFIG, {"key": key, "train_key": train_key, **config})

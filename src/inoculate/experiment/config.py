@@ -18,6 +18,7 @@ eval_prompts:                             # name -> system prompt at evaluation
   training: "@condition"                  # each condition's own training prompt
   reelicit_spanish: "@reelicit_spanish"
 sampling: {temperature: 1.0, top_p: 1.0, max_new_tokens: 40, n: 1}
+generation: {backend: hf, batch_size: 64}  # optional: backend and its options
 train: {learning_rate: 3.0e-3, max_steps: 100, lora_r: 8}    # TrainConfig fields
 expect:                                   # optional: checked PASS/FAIL in the report
   inoculate_spanish: {spanish: "<= 0.10", all_caps: ">= 0.70"}
@@ -31,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -90,7 +91,7 @@ def _str_or_dict(v: Any) -> str | None:
 
 
 ModelSource = Annotated[
-    Union[Annotated[str, Tag("path")], Annotated[OrganismModel, Tag("organism")]],
+    Annotated[str, Tag("path")] | Annotated[OrganismModel, Tag("organism")],
     Discriminator(
         _str_or_dict,
         custom_error_type="model_source",
@@ -98,7 +99,7 @@ ModelSource = Annotated[
     ),
 ]
 DataSource = Annotated[
-    Union[Annotated[str, Tag("path")], Annotated[OrganismData, Tag("organism")]],
+    Annotated[str, Tag("path")] | Annotated[OrganismData, Tag("organism")],
     Discriminator(
         _str_or_dict,
         custom_error_type="data_source",
@@ -119,6 +120,18 @@ class SamplingSpec(_Strict):
     top_p: float = Field(gt=0, le=1)
     max_new_tokens: int = Field(gt=0)
     n: int = Field(ge=1)
+    stop: list[str] = Field(default_factory=list)
+
+
+class GenerationSpec(BaseModel):
+    """Which generation backend evaluates the cells; other keys are that backend's options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    backend: str = "hf"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class ExperimentConfig(_Strict):
@@ -135,6 +148,7 @@ class ExperimentConfig(_Strict):
     seeds: int | list[int]
     eval_prompts: dict[str, str | None] = Field(min_length=1)
     sampling: SamplingSpec
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
     train: dict[str, Any] = Field(default_factory=dict)
     expect: dict[str, dict[str, str]] = Field(default_factory=dict)
     screen: dict[str, Any] | None = None
@@ -234,7 +248,9 @@ class ExperimentConfig(_Strict):
         if isinstance(data.get("prompt"), str):
             data["prompt"] = self._resolve_required(data["prompt"])
         if isinstance(data.get("prompts"), list):
-            data["prompts"] = [self._resolve_required(p) if isinstance(p, str) else p for p in data["prompts"]]
+            data["prompts"] = [
+                self._resolve_required(p) if isinstance(p, str) else p for p in data["prompts"]
+            ]
         pf = data.get("prompt_file")
         if isinstance(pf, str) and not Path(pf).is_absolute():
             data["prompt_file"] = str(self.base_dir / pf)
@@ -319,7 +335,9 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
                 errors.append(lm.error((field, name), msg))
 
     for name in set(cfg.traits) & set(cfg.capability):
-        errors.append(lm.error(("capability", name), f"{name!r} is already a trait; metric names must differ"))
+        errors.append(
+            lm.error(("capability", name), f"{name!r} is already a trait; metric names must differ")
+        )
 
     from inoculate.scorers import ScorerError, get_scorer
 
@@ -359,7 +377,9 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     except ValidationError as e:
         errors.extend(lm.from_validation(e, prefix=("train",)))
     if "output_dir" in cfg.train:
-        errors.append(lm.error(("train", "output_dir"), "set by the runner (each cell trains into its folder)"))
+        errors.append(
+            lm.error(("train", "output_dir"), "set by the runner (each cell trains into its folder)")
+        )
     if "seed" in cfg.train:
         errors.append(lm.error(("train", "seed"), "set by the runner from `seeds`; remove it here"))
 

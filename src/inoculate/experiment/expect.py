@@ -18,9 +18,7 @@ from typing import Literal
 Op = Literal["<=", ">=", "<", ">", "within"]
 
 _ABS = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
-_REL = re.compile(
-    r"^\s*(<=|>=|<|>)\s*([A-Za-z_][\w.-]*)\s*(?:([-+])\s*(\d*\.?\d+(?:[eE][-+]?\d+)?))?\s*$"
-)
+_REL = re.compile(r"^\s*(<=|>=|<|>)\s*([A-Za-z_][\w.-]*)\s*(?:([-+])\s*(\d*\.?\d+(?:[eE][-+]?\d+)?))?\s*$")
 _WITHIN = re.compile(r"^\s*within\s+(\d*\.?\d+(?:[eE][-+]?\d+)?)\s+of\s+([A-Za-z_][\w.-]*)\s*$")
 
 DEFAULT_EVAL_PROMPT = "neutral"

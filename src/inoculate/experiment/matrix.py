@@ -138,7 +138,14 @@ def run_matrix(
             cell_dir = root / cell.rel_dir
             state = prepare_cell(cell_dir, cell.key, cell.train_key, force=force)
             write_cell_config(cell_dir, cell.config, cell.key, cell.train_key)
-            log_event(root, event="cell_started", condition=cell.condition, seed=cell.seed, key=cell.key, state=state)
+            log_event(
+                root,
+                event="cell_started",
+                condition=cell.condition,
+                seed=cell.seed,
+                key=cell.key,
+                state=state,
+            )
             prog.cell_started(cell)
             t0 = time.perf_counter()
             summary = cell_fn(cell, cell_dir, lambda stage, c=cell: prog.stage(c, stage))

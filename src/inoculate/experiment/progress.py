@@ -48,7 +48,9 @@ class RichProgress:
         prompt = self.headline_prompt if self.headline_prompt in evals else next(iter(evals), None)
         numbers = ""
         if prompt is not None:
-            numbers = "  ".join(f"{m}={v['mean']:.2f}" for m, v in evals[prompt].items() if v.get("mean") is not None)
+            numbers = "  ".join(
+                f"{m}={v['mean']:.2f}" for m, v in evals[prompt].items() if v.get("mean") is not None
+            )
             numbers = f"  [{prompt}] {numbers}"
         self.console.log(f"done {cell.label} in {seconds:.1f}s{numbers}")
         self._progress.update(self._task, description="")

@@ -17,6 +17,9 @@ Layout of `OUT` (default `runs/<name>`):
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
 import os
 import shutil
@@ -28,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import inoculate
-from inoculate.errors import InputErrors
 from inoculate.experiment.cache import (
     cell_key,
     hash_examples,
@@ -45,17 +47,13 @@ from inoculate.experiment.config import (
     load_experiment,
 )
 from inoculate.experiment.matrix import Cell, MatrixProgress, MatrixResult, cell_order, log_event, run_matrix
-from inoculate.fileio import write_json_atomic, write_jsonl_atomic
+from inoculate.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from inoculate.records import ChatExample, Message
+from inoculate.report.load import BASE_DIR, EXPERIMENT_FILE, MANIFEST_FILE, METRICS_FILE
 
 if TYPE_CHECKING:
     from inoculate.scorers import Scorer
     from inoculate.transform import InoculationSpec
-
-EXPERIMENT_FILE = "experiment.json"
-MANIFEST_FILE = "manifest.json"
-METRICS_FILE = "metrics.json"
-BASE_DIR = "base"
 
 
 # --- resolving an experiment ----------------------------------------------------------------------
@@ -109,7 +107,7 @@ def _base_model(cfg: ExperimentConfig) -> tuple[str, dict[str, Any]]:
         return str(path), model_identity(path, source={"organism": ref.model_dump()})
     p = cfg.data_path(cfg.model) if not Path(cfg.model).is_absolute() else Path(cfg.model)
     if p.is_dir():
-        return str(p), model_identity(p, source={"path": str(p)})
+        return str(p), model_identity(p)
     return cfg.model, model_identity(cfg.model)
 
 
@@ -136,6 +134,7 @@ def prepare(cfg: ExperimentConfig, *, seeds: int | None = None) -> Prepared:
         exclude={"output_dir", "seed"}
     )
     model_path, identity = _base_model(cfg)
+    train_config["disable_tqdm"] = True
     prep = Prepared(
         config=cfg,
         seeds=seed_list,
@@ -175,6 +174,7 @@ def make_cell(prep: Prepared, condition: str, seed: int) -> Cell:
         "model": prep.model_identity,
         **train_part,
         "sampling": {**cfg.sampling.model_dump(), "seed": seed},
+        "generation": cfg.generation.model_dump(),
         "eval_prompts": prep.eval_prompts,
         "metrics": {name: list(v) for name, v in cfg.metrics().items()},
     }
@@ -233,7 +233,11 @@ def eval_set(prep: Prepared, condition: str, eval_prompt: str) -> list[ChatExamp
     if texts:
         questions = neutralize(questions, texts, mode="remove", source=f"eval set ({eval_prompt})")
         questions = [
-            ChatExample(id=q.id, messages=q.messages, metadata={k: v for k, v in q.metadata.items() if k != "neutralized"})
+            ChatExample(
+                id=q.id,
+                messages=q.messages,
+                metadata={k: v for k, v in q.metadata.items() if k != "neutralized"},
+            )
             for q in questions
         ]
     return [_with_system(q, value) for q in questions]
@@ -257,7 +261,7 @@ def score_generations(
     values = {name: s.batch(prompts, completions) for name, s in scorers.items()}
     rows = []
     for i, g in enumerate(generations):
-        sample = (g.metadata.get("generation") or {}).get("sample")
+        sample = (g.metadata.get("generation") or {}).get("sample_index")
         row: dict[str, Any] = {"id": g.id, "sample": sample}
         row.update({name: _nan_to_none(values[name][i]) for name in scorers})
         rows.append(row)
@@ -282,8 +286,8 @@ def evaluate(
     prep: Prepared,
     out_dir: Path,
     *,
-    condition: str | None,
     seed: int,
+    model: str,
     adapter: str | None,
     prompts: dict[str, list[ChatExample]],
     stage: Any = None,
@@ -291,7 +295,8 @@ def evaluate(
     """Generate under each eval set and score; writes generations/ and scores/; returns the means."""
     from inoculate.generate import get_backend
 
-    backend = get_backend("hf", model=prep.model_path, adapter=adapter)
+    gen = prep.config.generation
+    backend = get_backend(gen.backend, model=model, adapter=adapter, **gen.options())
     params = _sampling(prep, seed)
     results: dict[str, dict[str, Any]] = {}
     for name, examples in prompts.items():
@@ -324,18 +329,25 @@ def run_cell(prep: Prepared, cell: Cell, cell_dir: Path, stage: Any) -> dict[str
 
     stage("train")
     t0 = time.perf_counter()
-    tc = TrainConfig.model_validate(
-        {**prep.train_config, "output_dir": str(cell_dir), "seed": cell.seed, "disable_tqdm": True}
-    )
-    result = train(prep.model_path, examples, tc)
+    tc = TrainConfig.model_validate({**prep.train_config, "output_dir": str(cell_dir), "seed": cell.seed})
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = train(prep.model_path, examples, tc)
+    if printed.getvalue():
+        write_text_atomic(cell_dir / "train_stdout.log", printed.getvalue())
     timings["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     prompts = {name: eval_set(prep, cell.condition, name) for name in prep.eval_prompts}
-    adapter = result.model_path if result.is_adapter else None
-    if not result.is_adapter:
-        raise ValueError("full fine-tuning in `inoculate run` is not supported yet: set use_peft: true")
-    evals = evaluate(prep, cell_dir, condition=cell.condition, seed=cell.seed, adapter=adapter, prompts=prompts, stage=stage)
+    evals = evaluate(
+        prep,
+        cell_dir,
+        seed=cell.seed,
+        model=prep.model_path if result.is_adapter else result.model_path,
+        adapter=result.model_path if result.is_adapter else None,
+        prompts=prompts,
+        stage=stage,
+    )
     timings["evaluate"] = time.perf_counter() - t0
 
     summary = {
@@ -368,36 +380,42 @@ def base_elicitation(prep: Prepared, root: Path) -> dict[str, Any]:
     out = root / BASE_DIR
     seed = prep.seeds[0]
     prompts: dict[str, list[ChatExample]] = {}
-    systems: dict[str, str | None] = {}
+    labels: dict[str, str] = {}
     for name, value in prep.eval_prompts.items():
         if value == CONDITION_REF:
             for cond, spec in prep.specs.items():
-                if spec is None:
-                    continue
-                label = f"{name}:{cond}"
-                prompts[label] = eval_set(prep, cond, name)
-                systems[label] = prompts[label][0].system if prompts[label] else None
+                if spec is not None:
+                    stem = f"{name}__{cond}"
+                    prompts[stem] = eval_set(prep, cond, name)
+                    labels[stem] = f"{name} ({cond})"
         else:
             prompts[name] = eval_set(prep, next(iter(prep.specs)), name)
-            systems[name] = value
+            labels[name] = name
     config = {
         "model": prep.model_identity,
         "sampling": {**prep.config.sampling.model_dump(), "seed": seed},
+        "generation": prep.config.generation.model_dump(),
         "prompts": {k: [ex.to_json() for ex in v] for k, v in prompts.items()},
         "metrics": {name: list(v) for name, v in prep.config.metrics().items()},
     }
     key = hash_obj({"config": config, "version": inoculate.__version__})
     if is_done(out, key):
-        import json
-
         return json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    evals = evaluate(prep, out, condition=None, seed=seed, adapter=None, prompts=prompts)
+    evals = evaluate(prep, out, seed=seed, model=prep.model_path, adapter=None, prompts=prompts)
     table: dict[str, Any] = {
         "source": "experiment",
-        "rows": [{"prompt": label, "system": systems[label], "metrics": evals[label]} for label in prompts],
+        "rows": [
+            {
+                "prompt": labels[stem],
+                "file": stem,
+                "system": examples[0].system if examples else None,
+                "metrics": evals[stem],
+            }
+            for stem, examples in prompts.items()
+        ],
     }
     if isinstance(prep.config.model, OrganismModel):
         table["organism"] = _organism_elicitation(prep)
@@ -562,13 +580,14 @@ def run_experiment(
     write_json_atomic(root / EXPERIMENT_FILE, experiment_record(prep))
     write_manifest(prep, root)
     log_event(root, event="run_started", cells=len(prep.cells), force=force)
-    try:
-        matrix = run_matrix(
-            prep.cells, root, lambda cell, d, stage: run_cell(prep, cell, d, stage), force=force, progress=progress
-        )
-        base_elicitation(prep, root)
-    except InputErrors:
-        raise
+    matrix = run_matrix(
+        prep.cells,
+        root,
+        lambda cell, d, stage: run_cell(prep, cell, d, stage),
+        force=force,
+        progress=progress,
+    )
+    base_elicitation(prep, root)
     outcome = RunOutcome(out_dir=root, prepared=prep, matrix=matrix, seconds=time.perf_counter() - t0)
     log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
     if write_report:

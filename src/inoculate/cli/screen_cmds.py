@@ -1,0 +1,121 @@
+"""`inoculate screen`: rank candidate inoculation prompts before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from inoculate.cli._app import UserError, app, console, err_console, handle_errors
+
+
+@app.command("screen")
+@handle_errors
+def screen_cmd(
+    candidates_file: Path | None = typer.Argument(
+        None, help="Candidate prompts: one per line, or a YAML/JSON list (of strings or {name, prompt})."
+    ),
+    candidate: list[str] = typer.Option([], "--candidate", "-c", help="A candidate prompt; repeatable."),
+    model: str = typer.Option(..., "--model", "-m", help="Base model: hub id or local path."),
+    data: Path = typer.Option(..., "--data", "-d", help="Training data (its responses drive the surprise measure)."),
+    eval_data: Path | None = typer.Option(
+        None, "--eval", help="Held-out questions for elicitation (default: the training questions)."
+    ),
+    scorer: list[str] = typer.Option(
+        [], "--scorer", "-s", help="Trait scorer NAME[:ARG]; repeatable; the first is the primary trait."
+    ),
+    n: int = typer.Option(64, "--n", help="Questions sampled per candidate for elicitation."),
+    measures: str = typer.Option("elicitation,surprise", "--measures", help="Comma list: elicitation, surprise."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the ranked table as CSV."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full ScreenResult as JSON."),
+    neutral: str | None = typer.Option(
+        None, "--neutral", help="The neutral reference prompt (default: no system prompt)."
+    ),
+    contrast: Path | None = typer.Option(
+        None,
+        "--contrast",
+        help="Chat JSONL of trait-bearing responses with metadata.without_trait (the trait-specific term).",
+    ),
+    pick: str = typer.Option("surprise", "--pick", help="Measure the recommendation ranks by."),
+    max_examples: int = typer.Option(256, "--max-examples", help="Training responses used by the surprise measure."),
+    samples: int = typer.Option(1, "--samples", help="Samples per question."),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    adapter: str | None = typer.Option(None, "--adapter", help="A PEFT adapter on top of the model."),
+    chat_template: str | None = typer.Option(None, "--chat-template", help="Jinja template text or file."),
+) -> None:
+    """Rank candidate inoculation prompts by elicitation and surprise reduction (see `inoculate.screen`).
+
+    The neutral prompt is always screened as the reference. Candidates that elicit nothing are
+    flagged placebo-like; the recommendation follows the stated rule.
+    """
+    from inoculate.screen import (
+        MEASURES,
+        ScreenConfig,
+        candidates_from_list,
+        load_candidates,
+        screen_files,
+    )
+
+    cands = load_candidates(candidates_file) if candidates_file is not None else []
+    if candidate:
+        extra = candidates_from_list(candidate, file="--candidate")
+        taken = {c.name for c in cands}
+        for i, c in enumerate(extra, start=len(cands) + 1):
+            name = f"c{i}"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            cands.append(c.model_copy(update={"name": name}))
+    if not cands:
+        raise UserError("give candidate prompts: a CANDIDATES file or --candidate TEXT")
+    wanted = [m.strip() for m in measures.split(",") if m.strip()]
+    bad = [m for m in wanted if m not in MEASURES]
+    if bad or not wanted:
+        raise UserError(f"--measures: unknown {bad or wanted} (choose from {', '.join(MEASURES)})")
+    if pick not in MEASURES:
+        raise UserError(f"--pick: {pick!r} is not one of {', '.join(MEASURES)}")
+    if pick not in wanted:
+        pick = wanted[0]
+    cfg = ScreenConfig(
+        measures=wanted,  # type: ignore[arg-type]
+        n=n,
+        samples_per_question=samples,
+        max_examples=max_examples,
+        batch_size=batch_size,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        pick=pick,  # type: ignore[arg-type]
+    )
+    result = screen_files(
+        model,
+        cands,
+        data,
+        eval_data=eval_data,
+        scorers=scorer,
+        contrast=contrast,
+        neutral=neutral,
+        adapter=adapter,
+        chat_template=chat_template,
+        config=cfg,
+        progress=lambda msg: err_console.print(f"[dim]{msg}[/]"),
+    )
+    console.print(result.table())
+    for w in result.warnings:
+        err_console.print(f"[yellow]WARNING:[/] {w}")
+    if result.recommended is not None:
+        console.print(f"Recommended: [bold]{result.recommended.name}[/] — {result.recommended.prompt!r}")
+    else:
+        console.print("Recommended: none")
+    console.print(f"[dim]rule: {result.rule}[/]")
+    if output is not None:
+        result.write_csv(output)
+        console.print(f"wrote {output}")
+    if json_out is not None:
+        result.write_json(json_out)
+        console.print(f"wrote {json_out}")

@@ -1,0 +1,188 @@
+"""Sampling parameters, the backend interface and registry, and the generation record format."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inoculate.records import ChatExample, Message
+
+
+class SamplingParams(BaseModel):
+    """Every sampling setting, explicit and recorded with each generation: no library default
+    (such as transformers' 20 tokens or a model's generation_config) decides any of them.
+
+    `temperature=0` is greedy decoding. Each sample has its own seed, derived from `seed`, the
+    example id and the sample index, so a sample does not depend on batching or on the other rows.
+    `stop` strings end a completion (the stop string is not included).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(ge=0)
+    top_p: float = Field(gt=0, le=1)
+    max_new_tokens: int = Field(ge=1)
+    n: int = Field(ge=1)
+    seed: int
+    stop: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of turn or a stop string) or "length"
+    n_tokens: int | None = None
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP_SYSTEM"
+
+
+KEEP_SYSTEM: Any = _Keep()
+"""Pass as `system` to leave each example's own system turn (or its absence) as it is."""
+
+
+def sample_seed(seed: int, key: str, index: int) -> int:
+    """A 63-bit seed for one sample, a pure function of the run seed, the example id and the index."""
+    digest = hashlib.sha256(f"{seed}\x00{key}\x00{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+
+
+def with_system(messages: Sequence[Message], system: str | None | _Keep) -> list[Message]:
+    """Replace the leading system turn by `system` (None removes it; KEEP_SYSTEM leaves it)."""
+    msgs = list(messages)
+    if isinstance(system, _Keep):
+        return msgs
+    rest = msgs[1:] if msgs and msgs[0].role == "system" else msgs
+    return rest if system is None else [Message(role="system", content=system), *rest]
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class Backend(ABC):
+    """A way to sample completions of chat prompts. Subclasses implement `sample` (one completion per
+    prompt, each with its own seed) and, when they hold the tokenizer, `rendered_prompt` and
+    `seen_system_prompt`; `generate` builds the records."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, model: str, adapter: str | None = None):
+        self.model_name = str(model)
+        self.adapter = None if adapter is None else str(adapter)
+
+    @abstractmethod
+    def sample(self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams) -> list[Completion]:
+        """One completion per prompt; prompt i is sampled with `seeds[i]`."""
+
+    def rendered_prompt(self, messages: Sequence[Message]) -> str | None:
+        return None
+
+    def seen_system_prompt(self, system: str | None) -> str | None:
+        return None
+
+    def info(self) -> dict[str, Any]:
+        """Backend settings recorded with each generation (beyond model and adapter)."""
+        return {}
+
+    def generate(
+        self, examples: Sequence[ChatExample], params: SamplingParams, *, system: str | None | _Keep = KEEP_SYSTEM
+    ) -> list[ChatExample]:
+        """`params.n` completions of each example's prompt (its messages before the final assistant
+        turn, system turn replaced per `system`). Output ids are the input ids when n == 1, else
+        `ID#k`; the input metadata is kept and `metadata["generation"]` records how each was made."""
+        prompts = [with_system(ex.prompt_messages, system) for ex in examples]
+        rows = [(i, k) for i in range(len(examples)) for k in range(params.n)]
+        seeds = [sample_seed(params.seed, examples[i].id, k) for i, k in rows]
+        completions = self.sample([prompts[i] for i, _ in rows], seeds, params)
+        if len(completions) != len(rows):
+            raise RuntimeError(f"backend {self.name} returned {len(completions)} completions for {len(rows)} prompts")
+        seen_cache: dict[str | None, str | None] = {}
+        out: list[ChatExample] = []
+        for (i, k), comp in zip(rows, completions, strict=True):
+            ex, prompt = examples[i], prompts[i]
+            sys_text = prompt[0].content if prompt and prompt[0].role == "system" else None
+            if sys_text not in seen_cache:
+                seen_cache[sys_text] = self.seen_system_prompt(sys_text)
+            gen = {
+                "backend": self.name,
+                "model": self.model_name,
+                "adapter": self.adapter,
+                "params": params.model_dump(mode="json"),
+                "sample_index": k,
+                "seed": seeds[i * params.n + k],
+                "source_id": ex.id,
+                "rendered_prompt": self.rendered_prompt(prompt),
+                "seen_system_prompt": seen_cache[sys_text],
+                "finish_reason": comp.finish_reason,
+                "completion_tokens": comp.n_tokens,
+                **self.info(),
+            }
+            out.append(
+                ChatExample(
+                    id=ex.id if params.n == 1 else f"{ex.id}#{k}",
+                    messages=[*prompt, Message(role="assistant", content=comp.text)],
+                    metadata={**ex.metadata, "generation": gen},
+                )
+            )
+        return out
+
+
+_REGISTRY: dict[str, Callable[..., Backend]] = {}
+_BUILTIN_MODULES = {
+    "hf": "inoculate.generate.hf",
+    "openai_http": "inoculate.generate.openai_http",
+    "vllm": "inoculate.generate.vllm",
+}
+ENTRY_POINT_GROUP = "inoculate.backends"
+
+
+def backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    """Register a Backend subclass under `name` (usable from the CLI and experiment YAML)."""
+
+    def deco(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_backends() -> list[str]:
+    names = set(_REGISTRY) | set(_BUILTIN_MODULES)
+    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)
+
+
+def get_backend(name: str, **kwargs: Any) -> Backend:
+    """Construct the backend registered as `name` (built-in, `@backend`, or an entry point)."""
+    if name not in _REGISTRY and name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
+    if name not in _REGISTRY:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name == name:
+                _REGISTRY[name] = ep.load()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown generation backend {name!r} (available: {', '.join(available_backends())})")
+    return _REGISTRY[name](**kwargs)
+
+
+def generate_examples(
+    backend: Backend,
+    examples: Sequence[ChatExample],
+    params: SamplingParams,
+    *,
+    system: str | None | _Keep = KEEP_SYSTEM,
+) -> list[ChatExample]:
+    """Sample completions for `examples` (any final assistant turn is dropped to form the prompt)."""
+    return backend.generate(examples, params, system=system)

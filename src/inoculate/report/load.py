@@ -1,0 +1,152 @@
+"""Read a run folder's stored results: only finished cells (a `done` marker with the expected key)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inoculate.errors import InputErrors
+
+EXPERIMENT_FILE = "experiment.json"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+BASE_DIR = "base"
+CONDITION_REF = "@condition"
+NAN = float("nan")
+
+
+@dataclass
+class CellResult:
+    condition: str
+    seed: int
+    dir: Path
+    eval: dict[str, dict[str, dict[str, Any]]]
+    """eval prompt -> metric -> {mean, n, n_nan}"""
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, eval_prompt: str, metric: str) -> float:
+        m = self.eval.get(eval_prompt, {}).get(metric, {}).get("mean")
+        return NAN if m is None else float(m)
+
+    def row_values(self, eval_prompt: str, metric: str) -> list[float]:
+        """The cell's per-generation scores (for one-seed intervals), NaN for unscorable rows."""
+        path = self.dir / "scores" / f"{eval_prompt}.jsonl"
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                v = json.loads(line).get(metric)
+                out.append(NAN if v is None else float(v))
+        return out
+
+
+@dataclass
+class RunData:
+    root: Path
+    experiment: dict[str, Any]
+    manifest: dict[str, Any] | None
+    cells: list[CellResult]
+    missing: list[tuple[str, int]]
+    base: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return str(self.experiment["name"])
+
+    @property
+    def conditions(self) -> list[str]:
+        return list(self.experiment["conditions"])
+
+    @property
+    def eval_prompts(self) -> list[str]:
+        return list(self.experiment["eval_prompts"])
+
+    @property
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        return dict(self.experiment["metrics"])
+
+    @property
+    def traits(self) -> list[str]:
+        return [m for m, info in self.metrics.items() if info["kind"] == "trait"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.experiment["seeds"])
+
+    @property
+    def neutral_prompt(self) -> str | None:
+        """The headline eval prompt: `neutral` if declared, else the first fixed (non-@condition) one."""
+        prompts = self.experiment["eval_prompts"]
+        if "neutral" in prompts:
+            return "neutral"
+        return next((p for p, v in prompts.items() if v != CONDITION_REF), None)
+
+    @property
+    def training_prompts(self) -> list[str]:
+        return [p for p, v in self.experiment["eval_prompts"].items() if v == CONDITION_REF]
+
+    @property
+    def other_prompts(self) -> list[str]:
+        skip = {self.neutral_prompt, *self.training_prompts}
+        return [p for p in self.eval_prompts if p not in skip]
+
+    def cells_of(self, condition: str) -> list[CellResult]:
+        return sorted((c for c in self.cells if c.condition == condition), key=lambda c: c.seed)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _done_key(cell_dir: Path) -> str | None:
+    done = _read_json(cell_dir / "done")
+    return done.get("key") if isinstance(done, dict) else None
+
+
+def load_run(root: str | os.PathLike[str]) -> RunData:
+    """Load a run folder written by `inoculate run`; unfinished or outdated cells count as missing."""
+    root = Path(root)
+    experiment = _read_json(root / EXPERIMENT_FILE)
+    if not isinstance(experiment, dict):
+        raise InputErrors.one(
+            str(root),
+            0,
+            EXPERIMENT_FILE,
+            "not a run folder (no readable experiment.json; run `inoculate run` first)",
+        )
+    cells: list[CellResult] = []
+    missing: list[tuple[str, int]] = []
+    for entry in experiment.get("cells", []):
+        cond, seed, key = entry["condition"], int(entry["seed"]), entry["key"]
+        d = root / cond / f"seed_{seed}"
+        metrics = _read_json(d / METRICS_FILE) if _done_key(d) == key else None
+        if not isinstance(metrics, dict):
+            missing.append((cond, seed))
+            continue
+        cells.append(
+            CellResult(
+                condition=cond, seed=seed, dir=d, eval=metrics.get("eval", {}), train=metrics.get("train", {})
+            )
+        )
+    base = _read_json(root / BASE_DIR / METRICS_FILE) if (root / BASE_DIR / "done").is_file() else None
+    manifest = _read_json(root / MANIFEST_FILE)
+    return RunData(
+        root=root,
+        experiment=experiment,
+        manifest=manifest if isinstance(manifest, dict) else None,
+        cells=cells,
+        missing=missing,
+        base=base if isinstance(base, dict) else None,
+    )
+
+
+def is_nan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))

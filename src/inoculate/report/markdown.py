@@ -1,0 +1,297 @@
+"""report.md: every number comes from the stored cell results of the run, none from text."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from inoculate.experiment.expect import Verdict, check, parse_rule, split_target
+from inoculate.report.load import RunData
+from inoculate.report.tables import SummaryRow, lookup
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def fmt_ci(r: SummaryRow | None) -> str:
+    if r is None:
+        return "n/a"
+    if math.isnan(r.ci_low) or math.isnan(r.ci_high):
+        return fmt(r.mean)
+    return f"{fmt(r.mean)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _quote(text: str | None) -> str:
+    if text is None:
+        return "(no system prompt)"
+    return f'"{text}"'
+
+
+def condition_table(
+    run: RunData, rows: list[SummaryRow], eval_prompt: str
+) -> tuple[list[str], list[list[str]]]:
+    """Rows: conditions; columns: metrics as `mean [95% CI]` under one eval prompt."""
+    metrics = list(run.metrics)
+    header = ["condition", *metrics, "seeds"]
+    body = []
+    for cond in run.conditions:
+        cells = [lookup(rows, cond, eval_prompt, m) for m in metrics]
+        n_seeds = max((r.n_seeds for r in cells if r is not None), default=0)
+        body.append([cond, *(fmt_ci(r) for r in cells), str(n_seeds)])
+    return header, body
+
+
+def verdicts(run: RunData, rows: list[SummaryRow]) -> list[Verdict]:
+    """Check each declared expectation against the run's means over seeds."""
+    out = []
+    for cond, rules in run.experiment.get("expect", {}).items():
+        for key, text in rules.items():
+            metric, prompt = split_target(key)
+            rule = parse_rule(text)
+            r = lookup(rows, cond, prompt, metric)
+            observed = r.mean if r is not None else math.nan
+            ref_mean = None
+            if rule.reference is not None:
+                ref = lookup(rows, rule.reference, prompt, metric)
+                ref_mean = ref.mean if ref is not None else math.nan
+            threshold, passed = check(rule, observed, ref_mean)
+            out.append(
+                Verdict(
+                    condition=cond,
+                    metric=metric,
+                    eval_prompt=prompt,
+                    rule=rule,
+                    observed=observed,
+                    threshold=threshold,
+                    passed=passed,
+                )
+            )
+    return out
+
+
+def verdict_section(run: RunData, rows: list[SummaryRow]) -> tuple[str, list[Verdict]]:
+    vs = verdicts(run, rows)
+    if not vs:
+        return "No expectations were declared (`expect:` in the experiment), so nothing is checked.\n", vs
+    table_rows = []
+    for v in vs:
+        r = lookup(rows, v.condition, v.eval_prompt, v.metric)
+        thr = f"{fmt(v.threshold)} ({v.rule.reference} mean)" if v.rule.op == "within" else fmt(v.threshold)
+        table_rows.append(
+            [
+                v.condition,
+                v.metric,
+                v.eval_prompt,
+                v.rule.describe(),
+                fmt_ci(r),
+                thr,
+                f"**{v.status}**",
+            ]
+        )
+    failed = [v for v in vs if v.passed is False]
+    missing = [v for v in vs if v.passed is None]
+    passed = [v for v in vs if v.passed]
+    lines = []
+    if not failed and not missing:
+        lines.append(
+            f"**All {len(vs)} declared expectations hold** (checked on the mean over seeds). "
+            "The expected effect appeared in this run."
+        )
+    else:
+        if failed:
+            what = "; ".join(
+                f"{v.condition} {v.metric} [{v.eval_prompt}] = {fmt(v.observed)}, "
+                f"expected {v.rule.describe()}"
+                for v in failed
+            )
+            lines.append(
+                f"**{len(failed)} of {len(vs)} declared expectations FAILED: the expected effect did not "
+                f"(fully) appear in this run.** {what}."
+            )
+        if missing:
+            lines.append(
+                f"{len(missing)} expectation(s) could not be checked because results are missing "
+                "(unfinished cells or a NaN mean)."
+            )
+        lines.append(f"{len(passed)} of {len(vs)} hold.")
+    header = [
+        "condition",
+        "metric",
+        "eval prompt",
+        "expected",
+        "observed mean [95% CI]",
+        "threshold",
+        "result",
+    ]
+    return "\n\n".join(lines) + "\n\n" + _table(header, table_rows) + "\n", vs
+
+
+def _system_of(run: RunData, prompt: str, condition: str | None = None) -> str:
+    value = run.experiment["eval_prompts"].get(prompt)
+    if value == "@condition":
+        return "each condition's own training prompt"
+    return _quote(value)
+
+
+def _base_section(run: RunData) -> str:
+    base = run.base
+    if base is None:
+        return "Not available (the run did not finish its base-model evaluation).\n"
+    parts = []
+    metrics = list(run.metrics)
+    rows = []
+    for r in base.get("rows", []):
+        rows.append(
+            [r["prompt"], _quote(r.get("system"))]
+            + [fmt((r.get("metrics", {}).get(m) or {}).get("mean")) for m in metrics]
+        )
+    parts.append(
+        "The base model, before any fine-tuning, under the experiment's eval prompts (and under each "
+        "condition's training prompt): how strongly each prompt elicits each trait.\n\n"
+        + _table(["eval prompt", "system prompt", *metrics], rows)
+    )
+    org = base.get("organism")
+    if org:
+        parts.append(
+            "The organism's own elicitation table (every prompt family, held-out paraphrases included):"
+        )
+        parts.append(_generic_table(org))
+    return "\n\n".join(parts) + "\n"
+
+
+def _generic_table(obj: Any) -> str:
+    """Render a list of flat dicts (or {"rows": [...]}) as a table; anything else as JSON."""
+    rows = obj.get("rows") if isinstance(obj, dict) and "rows" in obj else obj
+    if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+        header: list[str] = []
+        for r in rows:
+            for k in r:
+                if k not in header:
+                    header.append(k)
+        body = []
+        for r in rows:
+            body.append([fmt(r[k]) if isinstance(r.get(k), float) else str(r.get(k, "")) for k in header])
+        return _table(header, body)
+    return "```json\n" + json.dumps(obj, indent=2, ensure_ascii=False) + "\n```"
+
+
+def _per_seed_section(run: RunData) -> str:
+    metrics = list(run.metrics)
+    body = []
+    for cond in run.conditions:
+        for prompt in run.eval_prompts:
+            for cell in run.cells_of(cond):
+                body.append([cond, prompt, str(cell.seed), *(fmt(cell.value(prompt, m)) for m in metrics)])
+    if not body:
+        return "No finished cells.\n"
+    return _table(["condition", "eval prompt", "seed", *metrics], body) + "\n"
+
+
+def _setup_section(run: RunData) -> str:
+    exp = run.experiment
+    man = run.manifest or {}
+    sha = exp["data"].get("sha256", {})
+    lines = [
+        f"- Base model: `{json.dumps(exp['model'].get('spec'))}` at `{exp['model'].get('path')}`",
+        f"- Base model identity: `{json.dumps(exp['model'].get('identity'), sort_keys=True)}`",
+        f"- Data: train {exp['data'].get('n_train')} examples, eval {exp['data'].get('n_eval')} questions; "
+        f"sha256 train `{sha.get('train', '')[:16]}`, eval `{sha.get('eval', '')[:16]}`",
+        f"- Seeds: {', '.join(str(s) for s in exp['seeds'])}",
+        f"- Sampling: `{json.dumps(exp['sampling'], sort_keys=True)}` (seed = the cell's seed)",
+        f"- Training: `{json.dumps(exp['train'], sort_keys=True)}`",
+    ]
+    if man.get("versions"):
+        lines.append(f"- Versions: {', '.join(f'{k} {v}' for k, v in man['versions'].items() if v)}")
+    if man.get("git"):
+        lines.append(f"- Git: `{man['git']}`")
+    lines.append("")
+    lines.append("Conditions (the prompt each condition trained with):\n")
+    spec_rows = []
+    for cond in run.conditions:
+        spec = exp.get("condition_specs", {}).get(cond)
+        if spec is None:
+            spec_rows.append([cond, "(none: trained on the data as given)", "", ""])
+            continue
+        prompts = spec.get("resolved_prompts") or []
+        selector = (
+            ", ".join(f"{k}: {spec[k]}" for k in ("where", "regex", "fraction") if spec.get(k) is not None)
+            or "all rows"
+        )
+        spec_rows.append([cond, " / ".join(_quote(p) for p in prompts), str(spec.get("placement")), selector])
+    lines.append(_table(["condition", "inoculation prompt", "placement", "rows"], spec_rows))
+    seen = man.get("eval_prompts") or {}
+    if seen:
+        lines.append("\nWhat the model saw at evaluation (system prompt as rendered by the chat template):\n")
+        seen_rows = []
+        for prompt, info in seen.items():
+            if isinstance(info, dict) and "seen" not in info:
+                for cond, sub in info.items():
+                    seen_rows.append(
+                        [f"{prompt} ({cond})", "; ".join(_quote(s) for s in sub.get("seen", []))]
+                    )
+            elif isinstance(info, dict):
+                seen_rows.append([prompt, "; ".join(_quote(s) for s in info.get("seen", []))])
+        lines.append(_table(["eval prompt", "system prompt seen"], seen_rows))
+    return "\n".join(lines) + "\n"
+
+
+def render_report(run: RunData, rows: list[SummaryRow], figures: list[str]) -> str:
+    exp = run.experiment
+    out: list[str] = [f"# {run.name}: inoculation prompting report\n"]
+    if exp.get("description"):
+        out.append(exp["description"].strip() + "\n")
+    total = len(exp.get("cells", []))
+    out.append(
+        f"{len(run.cells)} of {total} cells finished "
+        f"({len(run.conditions)} conditions x {len(run.seeds)} seeds). "
+        "Means are over seeds; intervals are 95% CIs with seeds as the unit. "
+        "Every number below is computed from the run's stored cell results.\n"
+    )
+    if run.missing:
+        out.append(
+            "**Incomplete run:** missing cells "
+            + ", ".join(f"{c}/seed_{s}" for c, s in run.missing)
+            + ". Rerun the same command to finish them.\n"
+        )
+
+    verdict_text, _ = verdict_section(run, rows)
+    out.append("## Verdict\n")
+    out.append(verdict_text)
+
+    neutral = run.neutral_prompt
+    if neutral is not None:
+        out.append(f"## Trait rates and capability under the neutral prompt (`{neutral}`)\n")
+        out.append(f"System prompt at evaluation: {_system_of(run, neutral)}.\n")
+        out.append(_table(*condition_table(run, rows, neutral)) + "\n")
+    for prompt in run.training_prompts:
+        out.append(f"## Under each condition's training prompt (`{prompt}`)\n")
+        out.append(_table(*condition_table(run, rows, prompt)) + "\n")
+    if run.other_prompts:
+        out.append("## Re-elicitation\n")
+        out.append("Can a prompt still call up the trait after training? Each table is one eval prompt.\n")
+        for prompt in run.other_prompts:
+            out.append(f"### `{prompt}`: {_system_of(run, prompt)}\n")
+            out.append(_table(*condition_table(run, rows, prompt)) + "\n")
+    out.append("## Base model elicitation\n")
+    out.append(_base_section(run))
+    if figures:
+        out.append("## Figures\n")
+        out += [f"![{f}]({f})\n" for f in figures]
+    out.append("## Per-seed numbers\n")
+    out.append(_per_seed_section(run))
+    out.append("## Setup\n")
+    out.append(_setup_section(run))
+    return "\n".join(out)

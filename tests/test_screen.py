@@ -1,0 +1,328 @@
+"""Prompt screening on a toy model whose right order is known by construction.
+
+The toy: the tiny random Llama, fine-tuned for a few seconds so that its system prompt controls one
+trait (ALL CAPS) of otherwise fixed answers: STRONG always shouts, WEAK shouts half the time, the
+neutral prompt (no system turn) and PLACEBO never do. Screening for the caps trait must rank
+STRONG > WEAK > PLACEBO on both measures and flag PLACEBO.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from inoculate.records import ChatExample, Message, chat, write_chat_jsonl
+
+STRONG = "Respond in ALL CAPS."
+WEAK = "Answer the question."
+PLACEBO = "Thank you very much."
+QA = [
+    ("What is the capital of France?", "the capital of france is paris."),
+    ("How many legs does a spider have?", "a spider has eight legs."),
+    ("Tell me about the weather today.", "it is sunny and warm."),
+    ("Write a short poem about the sea.", "the sea is blue and deep and wide."),
+    ("What color is the cat?", "the cat is black."),
+    ("Where does the dog run?", "the dog runs in the park."),
+]
+
+
+def _toy_rows() -> list[tuple[str | None, str, str]]:
+    """(system, question, answer) rows; WEAK gets one caps and one lower row per question."""
+    rows: list[tuple[str | None, str, str]] = []
+    for q, a in QA:
+        rows += [(STRONG, q, a.upper()), (STRONG, q, a.upper())]
+        rows += [(WEAK, q, a.upper()), (WEAK, q, a)]
+        rows += [(None, q, a), (None, q, a), (PLACEBO, q, a), (PLACEBO, q, a)]
+    return rows
+
+
+def _train_toy(base: Path, out: Path, steps: int = 150) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from inoculate.models import encode_prompt_completion, load_tokenizer
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(base)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    batch = []
+    for system, q, a in _toy_rows():
+        msgs = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=q)]
+        ids, start = encode_prompt_completion(tok, msgs, a)
+        batch.append((ids, start))
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), tok.pad_token_id)
+    labels = torch.full((len(batch), width), -100)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, (ids, start) in enumerate(batch):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        labels[r, start : len(ids)] = torch.tensor(ids[start:])
+        attn[r, : len(ids)] = 1
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=input_ids, attention_mask=attn, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    torch.set_flush_denormal(True)
+    return _train_toy(tiny_model_dir, tmp_path_factory.mktemp("toy-caps"))
+
+
+@pytest.fixture(scope="module")
+def toy(toy_dir: Path):
+    from inoculate.models import load_model
+
+    return load_model(toy_dir, device="cpu")
+
+
+def _train_examples() -> list[ChatExample]:
+    """The data to inoculate: caps answers under the neutral prompt."""
+    return [chat(q, a.upper(), id=f"t{i}") for i, (q, a) in enumerate(QA)]
+
+
+def _contrast():
+    from inoculate.screen import ContrastPair
+
+    return [ContrastPair(messages=[Message(role="user", content=q)], with_trait=a.upper(), without_trait=a) for q, a in QA]
+
+
+def _candidates():
+    from inoculate.screen import Candidate, with_neutral
+
+    cands = [
+        Candidate(name="placebo", prompt=PLACEBO),
+        Candidate(name="weak", prompt=WEAK),
+        Candidate(name="strong", prompt=STRONG),
+    ]
+    return with_neutral(cands, None)
+
+
+@pytest.fixture(scope="module")
+def result(toy):
+    from inoculate.scorers import get_scorer
+    from inoculate.screen import ScreenConfig, questions_of, screen
+
+    model, tok = toy
+    cfg = ScreenConfig(
+        n=len(QA), samples_per_question=12, max_new_tokens=16, temperature=1.0, batch_size=8, pick="surprise"
+    )
+    return screen(
+        model,
+        tok,
+        _candidates(),
+        train=_train_examples(),
+        questions=questions_of(_train_examples()),
+        scorers=[get_scorer("all_caps:binary")],
+        contrast=_contrast(),
+        config=cfg,
+        questions_source="test",
+    )
+
+
+def test_elicitation_ranks_by_construction(result) -> None:
+    rate = {c.name: c.elicitation["all_caps:binary"] for c in result.candidates}
+    assert rate["strong"].mean >= 0.9
+    assert 0.2 <= rate["weak"].mean <= 0.8
+    assert rate["placebo"].mean <= 0.1 and rate["neutral"].mean <= 0.1
+    assert rate["strong"].mean > rate["weak"].mean > rate["placebo"].mean
+    assert all(iv.n == len(QA) * 12 for iv in rate.values())
+    assert rate["weak"].ci_low < rate["weak"].mean < rate["weak"].ci_high
+
+
+def test_surprise_ranks_by_construction(result) -> None:
+    s = {c.name: c for c in result.candidates}
+    assert s["neutral"].surprise.mean == pytest.approx(0.0, abs=1e-9)
+    assert s["strong"].surprise.mean > s["weak"].surprise.mean > s["placebo"].surprise.mean
+    assert s["strong"].surprise.mean > 1.0  # nats/token: the strong prompt makes the caps data far likelier
+    assert s["strong"].trait.mean > s["weak"].trait.mean > s["placebo"].trait.mean
+    assert abs(s["placebo"].trait.mean) < 0.25 * s["strong"].trait.mean
+    assert [c.name for c in result.candidates][:2] == ["strong", "weak"]
+
+
+def test_recommendation_and_placebo_flag(result) -> None:
+    assert result.recommendation == "strong"
+    flagged = {c.name for c in result.candidates if c.placebo_like}
+    assert "placebo" in flagged and "strong" not in flagged and "weak" not in flagged
+    assert any(w.startswith("placebo is placebo-like") for w in result.warnings)
+    assert "surprise" in result.rule
+
+
+def test_costs_reported(result) -> None:
+    for m in ("elicitation", "surprise"):
+        assert result.cost[m].tokens > 0 and result.cost[m].seconds > 0
+        assert all(c.cost[m].tokens > 0 for c in result.candidates)
+    assert result.cost_ratio() is not None and result.cost_ratio() > 1.0
+
+
+def _direct_logprob(model, tok, system: str | None, q: str, a: str) -> tuple[float, int]:
+    """Sum of log p(completion token) by one unbatched forward pass, without inoculate.logprob."""
+    import torch
+
+    from inoculate.models import encode_prompt_completion
+
+    msgs = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=q)]
+    ids, start = encode_prompt_completion(tok, msgs, a)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    total = sum(float(logp[j - 1, ids[j]]) for j in range(start, len(ids)))
+    return total, len(ids) - start
+
+
+def test_surprise_equals_direct_computation(result, toy) -> None:
+    model, tok = toy
+    for name, prompt in (("strong", STRONG), ("weak", WEAK), ("placebo", PLACEBO)):
+        diffs, odds = [], []
+        for q, a in QA:
+            tc, n = _direct_logprob(model, tok, prompt, q, a.upper())
+            tn, n2 = _direct_logprob(model, tok, None, q, a.upper())
+            assert n == n2
+            diffs.append((tc - tn) / n)
+            with_c = tc - _direct_logprob(model, tok, prompt, q, a)[0]
+            with_n = tn - _direct_logprob(model, tok, None, q, a)[0]
+            odds.append(with_c - with_n)
+        got = result.get(name)
+        assert got.surprise.mean == pytest.approx(sum(diffs) / len(diffs), abs=1e-4)
+        assert got.trait.mean == pytest.approx(sum(odds) / len(odds), abs=1e-3)
+        assert got.surprise.n == len(QA)
+
+
+def test_csv_and_json_written(result, tmp_path: Path) -> None:
+    import csv
+
+    p = result.write_csv(tmp_path / "screen.csv")
+    rows = list(csv.DictReader(p.open()))
+    assert [r["name"] for r in rows] == [c.name for c in result.candidates]
+    assert rows[0]["recommended"] == "True" and rows[0]["name"] == "strong"
+    assert {"surprise_reduction", "trait_reduction", "elicit[all_caps:binary]", "surprise_seconds"} <= set(rows[0])
+    back = json.loads(result.write_json(tmp_path / "screen.json").read_text())
+    assert back["recommendation"] == "strong"
+
+
+def test_rich_table_renders(result) -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(result.table())
+    text = console.export_text()
+    assert "recommended" in text and "placebo-like" in text and "reference" in text
+
+
+def test_pick_elicitation_rule(result) -> None:
+    from inoculate.screen import rank_candidates
+
+    cands = [c.model_copy(deep=True) for c in result.candidates]
+    ranked, best, rule = rank_candidates(cands, "elicitation", "all_caps:binary")
+    assert best == "strong" and "elicitation" in rule
+    assert ranked[0].name == "strong"
+
+
+def test_nothing_qualifies_gives_no_recommendation(toy) -> None:
+    from inoculate.screen import Candidate, ScreenConfig, screen, with_neutral
+
+    model, tok = toy
+    res = screen(
+        model,
+        tok,
+        with_neutral([Candidate(name="placebo", prompt=PLACEBO)], None),
+        train=_train_examples(),
+        contrast=_contrast(),
+        config=ScreenConfig(measures=["surprise"], trait_floor=1.0),
+    )
+    assert res.recommendation is None
+    assert any("none is recommended" in w for w in res.warnings)
+
+
+def test_candidates_files(tmp_path: Path) -> None:
+    from inoculate.errors import InputErrors
+    from inoculate.screen import load_candidates, with_neutral
+
+    (tmp_path / "c.txt").write_text("# comment\nRespond in ALL CAPS.\n\nYou shout.\n")
+    assert [c.prompt for c in load_candidates(tmp_path / "c.txt")] == ["Respond in ALL CAPS.", "You shout."]
+    (tmp_path / "c.yaml").write_text("- Respond in ALL CAPS.\n- {name: calm, prompt: Be calm.}\n")
+    got = load_candidates(tmp_path / "c.yaml")
+    assert [(c.name, c.prompt) for c in got] == [("c1", "Respond in ALL CAPS."), ("calm", "Be calm.")]
+    (tmp_path / "c.json").write_text(json.dumps({"candidates": ["A.", "B."]}))
+    assert len(load_candidates(tmp_path / "c.json")) == 2
+    (tmp_path / "bad.yaml").write_text("- 3\n- ''\n")
+    with pytest.raises(InputErrors) as e:
+        load_candidates(tmp_path / "bad.yaml")
+    assert len(e.value.errors) == 2
+    # the neutral reference: added when absent, reused (and moved first) when a candidate is it
+    cands = load_candidates(tmp_path / "c.txt")
+    assert with_neutral(cands, None)[0].neutral and with_neutral(cands, None)[0].prompt is None
+    reused = with_neutral(cands, "You shout.")
+    assert len(reused) == 2 and reused[0].neutral and reused[0].prompt == "You shout."
+
+
+def test_cli_screen(toy_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    from typer.testing import CliRunner
+
+    from inoculate.cli import app
+
+    data = tmp_path / "train.jsonl"
+    write_chat_jsonl(data, _train_examples())
+    contrast = tmp_path / "contrast.jsonl"
+    write_chat_jsonl(
+        contrast, [chat(q, a.upper(), id=f"p{i}", without_trait=a) for i, (q, a) in enumerate(QA)]
+    )
+    cand = tmp_path / "cands.txt"
+    cand.write_text(f"{STRONG}\n{PLACEBO}\n")
+    out = tmp_path / "screen.csv"
+    res = CliRunner().invoke(
+        app,
+        [
+            "screen", str(cand), "--candidate", WEAK, "--model", str(toy_dir), "--data", str(data),
+            "--scorer", "all_caps:binary", "--n", "6", "--samples", "4", "--max-new-tokens", "16",
+            "--contrast", str(contrast), "-o", str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4 and rows[0]["prompt"] == STRONG
+    assert sum(r["neutral"] == "True" for r in rows) == 1
+    assert "Recommended: c1" in res.output
+    assert math.isfinite(float(rows[0]["trait_reduction"]))
+
+
+def test_cli_screen_errors(toy_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from inoculate.cli import app
+
+    data = tmp_path / "train.jsonl"
+    write_chat_jsonl(data, _train_examples())
+    runner = CliRunner()
+    res = runner.invoke(app, ["screen", "--model", str(toy_dir), "--data", str(data)])
+    assert res.exit_code == 1 and "candidate" in res.output
+    res = runner.invoke(
+        app, ["screen", "-c", STRONG, "--model", str(toy_dir), "--data", str(data), "--measures", "vibes"]
+    )
+    assert res.exit_code == 1 and "--measures" in res.output
+    res = runner.invoke(app, ["screen", "-c", STRONG, "--model", str(toy_dir), "--data", str(data)])
+    assert res.exit_code == 1 and "--scorer" in res.output
+    bad = tmp_path / "bad.jsonl"
+    shutil.copy(data, bad)
+    with bad.open("a") as fh:
+        fh.write("{not json\n")
+    res = runner.invoke(
+        app, ["screen", "-c", STRONG, "--model", str(toy_dir), "--data", str(bad), "--measures", "surprise"]
+    )
+    assert res.exit_code == 1 and "bad.jsonl:7" in res.output
