@@ -128,7 +128,7 @@ def test_seed_list_form(tmp_path):
         ('"digit@literal"', '"digit@nowhere"', "exp.yaml:26: expect.inoc.digit@nowhere: unknown eval prompt"),
         ("baseline - 0.10", "ghost - 0.10", "exp.yaml:26: expect.inoc.digit@literal: unknown reference"),
         ("expect:\n  inoc:", "expect:\n  ghost:", "exp.yaml:26: expect.ghost: unknown condition"),
-        ("expect:", "screen: {candidates: [a]}\nexpect:", "exp.yaml:25: screen: prompt screening"),
+        ("expect:", "screen: {candidates: [a], pick: maybe}\nexpect:", "exp.yaml:25: screen.pick: "),
     ],
 )
 def test_bad_configs_name_file_line_and_field(tmp_path, old, new, expected):

@@ -40,7 +40,7 @@ def _toy_rows() -> list[tuple[str | None, str, str]]:
     return rows
 
 
-def _train_toy(base: Path, out: Path, steps: int = 150) -> Path:
+def _train_toy(base: Path, out: Path, steps: int = 100) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -51,7 +51,9 @@ def _train_toy(base: Path, out: Path, steps: int = 150) -> Path:
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     batch = []
     for system, q, a in _toy_rows():
-        msgs = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=q)]
+        msgs = ([Message(role="system", content=system)] if system else []) + [
+            Message(role="user", content=q)
+        ]
         ids, start = encode_prompt_completion(tok, msgs, a)
         batch.append((ids, start))
     width = max(len(ids) for ids, _ in batch)
@@ -73,6 +75,17 @@ def _train_toy(base: Path, out: Path, steps: int = 150) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread; two threads on a shared 2-core machine thrash."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +111,10 @@ def _train_examples() -> list[ChatExample]:
 def _contrast():
     from inoculate.screen import ContrastPair
 
-    return [ContrastPair(messages=[Message(role="user", content=q)], with_trait=a.upper(), without_trait=a) for q, a in QA]
+    return [
+        ContrastPair(messages=[Message(role="user", content=q)], with_trait=a.upper(), without_trait=a)
+        for q, a in QA
+    ]
 
 
 def _candidates():
@@ -140,7 +156,7 @@ def test_elicitation_ranks_by_construction(result) -> None:
     assert 0.2 <= rate["weak"].mean <= 0.8
     assert rate["placebo"].mean <= 0.1 and rate["neutral"].mean <= 0.1
     assert rate["strong"].mean > rate["weak"].mean > rate["placebo"].mean
-    assert all(iv.n == len(QA) * 12 for iv in rate.values())
+    assert all(0.9 * len(QA) * 12 <= iv.n <= len(QA) * 12 for iv in rate.values())  # NaN: no letters
     assert rate["weak"].ci_low < rate["weak"].mean < rate["weak"].ci_high
 
 
@@ -148,8 +164,9 @@ def test_surprise_ranks_by_construction(result) -> None:
     s = {c.name: c for c in result.candidates}
     assert s["neutral"].surprise.mean == pytest.approx(0.0, abs=1e-9)
     assert s["strong"].surprise.mean > s["weak"].surprise.mean > s["placebo"].surprise.mean
-    assert s["strong"].surprise.mean > 1.0  # nats/token: the strong prompt makes the caps data far likelier
+    assert s["strong"].surprise.ci_low > 0.1  # nats/token: the strong prompt makes the caps data likelier
     assert s["strong"].trait.mean > s["weak"].trait.mean > s["placebo"].trait.mean
+    assert s["strong"].trait.ci_low > 3.0  # nats/response: caps goes from unlikely to likely
     assert abs(s["placebo"].trait.mean) < 0.25 * s["strong"].trait.mean
     assert [c.name for c in result.candidates][:2] == ["strong", "weak"]
 
@@ -209,7 +226,9 @@ def test_csv_and_json_written(result, tmp_path: Path) -> None:
     rows = list(csv.DictReader(p.open()))
     assert [r["name"] for r in rows] == [c.name for c in result.candidates]
     assert rows[0]["recommended"] == "True" and rows[0]["name"] == "strong"
-    assert {"surprise_reduction", "trait_reduction", "elicit[all_caps:binary]", "surprise_seconds"} <= set(rows[0])
+    assert {"surprise_reduction", "trait_reduction", "elicit[all_caps:binary]", "surprise_seconds"} <= set(
+        rows[0]
+    )
     back = json.loads(result.write_json(tmp_path / "screen.json").read_text())
     assert back["recommendation"] == "strong"
 
@@ -289,9 +308,26 @@ def test_cli_screen(toy_dir: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(
         app,
         [
-            "screen", str(cand), "--candidate", WEAK, "--model", str(toy_dir), "--data", str(data),
-            "--scorer", "all_caps:binary", "--n", "6", "--samples", "4", "--max-new-tokens", "16",
-            "--contrast", str(contrast), "-o", str(out),
+            "screen",
+            str(cand),
+            "--candidate",
+            WEAK,
+            "--model",
+            str(toy_dir),
+            "--data",
+            str(data),
+            "--scorer",
+            "all_caps:binary",
+            "--n",
+            "6",
+            "--samples",
+            "4",
+            "--max-new-tokens",
+            "16",
+            "--contrast",
+            str(contrast),
+            "-o",
+            str(out),
         ],
     )
     assert res.exit_code == 0, res.output
@@ -326,3 +362,68 @@ def test_cli_screen_errors(toy_dir: Path, tmp_path: Path) -> None:
         app, ["screen", "-c", STRONG, "--model", str(toy_dir), "--data", str(bad), "--measures", "surprise"]
     )
     assert res.exit_code == 1 and "bad.jsonl:7" in res.output
+
+
+EXPERIMENT = """\
+name: screened
+model: {model}
+data: {{train: train.jsonl, eval: eval.jsonl}}
+conditions:
+  baseline: null
+traits: {{caps: "all_caps:binary", paris: "keyword:paris"}}
+seeds: 1
+eval_prompts: {{neutral: null}}
+sampling: {{temperature: 1.0, top_p: 1.0, max_new_tokens: 12, n: 2}}
+train: {{learning_rate: 1.0e-3, max_steps: 2, per_device_train_batch_size: 6, lora_r: 4, save_steps: 0}}
+screen:
+  candidates: [{{name: strong, prompt: "{strong}"}}, {{name: placebo, prompt: "{placebo}"}}]
+  pick: {pick}
+  measure: surprise
+  trait: caps
+  n: 6
+"""
+
+
+def _write_experiment(folder: Path, model: Path, pick: str = "best") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_chat_jsonl(folder / "train.jsonl", _train_examples())
+    write_chat_jsonl(folder / "eval.jsonl", [chat(q, id=f"e{i}") for i, (q, _a) in enumerate(QA)])
+    path = folder / "exp.yaml"
+    path.write_text(EXPERIMENT.format(model=model, strong=STRONG, placebo=PLACEBO, pick=pick))
+    return path
+
+
+def test_run_screens_then_trains_the_pick(toy_dir: Path, tmp_path: Path) -> None:
+    from inoculate.experiment import run_experiment
+    from inoculate.screen import ScreenResult
+
+    path = _write_experiment(tmp_path / "exp", toy_dir)
+    outcome = run_experiment(path, tmp_path / "run", write_report=False)
+    assert sorted(outcome.prepared.config.conditions) == ["baseline", "screened"]
+    assert outcome.prepared.config.conditions["screened"] == {"prompt": STRONG, "placement": "system"}
+    assert (tmp_path / "run" / "screened" / "seed_0" / "done").is_file()
+    shown = ScreenResult.model_validate_json((tmp_path / "run" / "screen" / "screen.json").read_text())
+    assert shown.recommendation == "strong" and shown.primary_trait == "caps"
+    assert {c.name for c in shown.candidates} == {"neutral", "strong", "placebo"}
+    assert (tmp_path / "run" / "screen" / "screen.csv").is_file()
+    stamp = (tmp_path / "run" / "screen" / "screen.json").stat().st_mtime_ns
+    again = run_experiment(path, tmp_path / "run", write_report=False)
+    assert (tmp_path / "run" / "screen" / "screen.json").stat().st_mtime_ns == stamp  # cached screen
+    assert again.matrix.ran == [] and len(again.matrix.cached) == 2
+
+
+def test_screen_block_errors(toy_dir: Path, tmp_path: Path) -> None:
+    from inoculate.errors import InputErrors
+    from inoculate.experiment import load_experiment
+
+    path = _write_experiment(tmp_path, toy_dir)
+    text = path.read_text()
+    path.write_text(text.replace("trait: caps", "trait: shouting").replace("pick: best", "pick: all"))
+    with pytest.raises(InputErrors) as e:
+        load_experiment(path)
+    msgs = [str(x) for x in e.value.errors]
+    assert any("screen.trait: unknown trait 'shouting'" in m for m in msgs), msgs
+    path.write_text(text.replace("name: placebo", "name: baseline").replace("pick: best", "pick: all"))
+    with pytest.raises(InputErrors) as e:
+        load_experiment(path)
+    assert any("condition 'baseline' is already declared" in str(x) for x in e.value.errors)

@@ -188,7 +188,9 @@ def test_lora_training_is_seeded_deterministic_and_learns(tiny_model_dir: Path, 
     assert a.tokens_trained > 6 * 4 * 10
     cfg = json.loads((Path(a.model_path) / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str(tiny_model_dir) and cfg["r"] == 4
-    assert cfg["peft_type"] == "LORA" and set(cfg["target_modules"]) >= {"q_proj", "v_proj", "down_proj"}
+    assert cfg["peft_type"] == "LORA"
+    targets = {m.rsplit(".", 1)[-1] for m in cfg["target_modules"]}
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
     assert [h["loss"] for h in log if "loss" in h] == losses
 

@@ -140,7 +140,7 @@ def evaluate_probes(
 ) -> tuple[dict[str, dict[str, float]], int]:
     """Mean per-token log-prob (pooled over probes) for every (prompt label, category); and tokens scored.
 
-    Puts the model in eval mode (no dropout) for the pass and restores its mode after.
+    `logprob` runs the model in eval mode (no dropout) and restores its mode after.
     """
     from inoculate.logprob import logprob
 
@@ -155,13 +155,7 @@ def evaluate_probes(
                 convs.append(sys_turn + list(p.messages))
                 comps.append(text)
                 keys.append((label, cat))
-    was_training = bool(getattr(model, "training", False))
-    model.eval()
-    try:
-        results = logprob(model, tokenizer, convs, comps, batch_size=batch_size)
-    finally:
-        if was_training:
-            model.train()
+    results = logprob(model, tokenizer, convs, comps, batch_size=batch_size)
     sums: dict[tuple[str, str], list[float]] = {}
     for key, lp in zip(keys, results, strict=True):
         acc = sums.setdefault(key, [0.0, 0.0])
@@ -263,7 +257,9 @@ class LearningDynamicsCallback(TrainerCallback):  # type: ignore[misc]
 def collapse_message(rows: Sequence[dict[str, Any]], rule: CollapseRule, t: int) -> str:
     sig = collapse_signal(rows, rule)
     lo = min(s for s in sig[: t + 1] if not math.isnan(s))
-    what = f"lp({rule.category}|{rule.prompt})" + (f" - lp({rule.relative_to}|{rule.prompt})" if rule.relative_to else "")
+    what = f"lp({rule.category}|{rule.prompt})" + (
+        f" - lp({rule.relative_to}|{rule.prompt})" if rule.relative_to else ""
+    )
     return (
         f"IP collapse at step {rows[t]['step']}: {what} = {sig[t]:.3f} nats/token, "
         f"{sig[t] - lo:.3f} above its running minimum {lo:.3f} for {rule.k} consecutive evaluations "

@@ -99,6 +99,8 @@ def validate_chat_row(
         err("messages", "must be a non-empty list")
         return errs, None
     parsed: list[Message] = []
+    # A sampled completion may legitimately be empty or whitespace (the model stopped at once).
+    generated = isinstance(meta, dict) and "generation" in meta
     for i, m in enumerate(msgs):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -117,9 +119,9 @@ def validate_chat_row(
             err(f"{where}.content", "missing")
         elif not isinstance(content, str):
             err(f"{where}.content", f"must be a string, got {type(content).__name__}")
-        elif not content.strip():
+        elif not content.strip() and not (generated and role == "assistant" and i == len(msgs) - 1):
             err(f"{where}.content", "is empty")
-        if role in ROLES and isinstance(content, str) and content.strip() and not extra:
+        if role in ROLES and isinstance(content, str) and not extra and (content.strip() or generated):
             parsed.append(Message(role=role, content=content))
     for i, m in enumerate(msgs):
         if isinstance(m, dict) and m.get("role") == "system" and i != 0:

@@ -40,6 +40,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -297,14 +298,18 @@ def load_candidates(path: str | os.PathLike[str]) -> list[Candidate]:
         try:
             data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as e:
-            raise InputErrors.one(file, getattr(e, "lineno", 0) or 0, "<file>", f"cannot parse: {e}") from None
+            raise InputErrors.one(
+                file, getattr(e, "lineno", 0) or 0, "<file>", f"cannot parse: {e}"
+            ) from None
         if isinstance(data, dict) and "candidates" in data:
             data = data["candidates"]
         if not isinstance(data, list):
-            raise InputErrors.one(file, 0, "<file>", "expected a list of prompts (or {name, prompt} mappings)")
+            raise InputErrors.one(
+                file, 0, "<file>", "expected a list of prompts (or {name, prompt} mappings)"
+            )
         return candidates_from_list(data, file=file)
     out: list[Candidate] = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    for line in text.splitlines():
         s = line.strip()
         if s and not s.startswith("#"):
             out.append(Candidate(name=f"c{len(out) + 1}", prompt=s))
@@ -429,7 +434,9 @@ def surprise_scores(
         if contrast:
             pconvs = [p.messages for p in contrast] * 2
             pcomps = [p.with_trait for p in contrast] + [p.without_trait for p in contrast]
-            ptot, _, pcost = response_logprobs(model, tokenizer, c.prompt, pconvs, pcomps, batch_size=batch_size)
+            ptot, _, pcost = response_logprobs(
+                model, tokenizer, c.prompt, pconvs, pcomps, batch_size=batch_size
+            )
             k = len(contrast)
             entry["odds"] = [ptot[i] - ptot[k + i] for i in range(k)]
             entry["cost"] = cost.add(pcost)
@@ -489,7 +496,8 @@ def elicitation_scores(
     out: dict[str, dict[str, Any]] = {}
     for c in candidates:
         prompts = [
-            ChatExample(id=f"q{i}", messages=_system(c.prompt) + _strip_system(q)) for i, q in enumerate(questions)
+            ChatExample(id=f"q{i}", messages=_system(c.prompt) + _strip_system(q))
+            for i, q in enumerate(questions)
         ]
         t0 = time.perf_counter()
         gens = backend.generate(prompts, params)
@@ -497,7 +505,9 @@ def elicitation_scores(
         comps = [g.completion or "" for g in gens]
         scores = {s.name: s.batch(texts, comps) for s in scorers}
         seconds = time.perf_counter() - t0
-        prompt_tokens = sum(len(encode_prompt(tokenizer, p.messages)) for p in prompts) * config.samples_per_question
+        prompt_tokens = (
+            sum(len(encode_prompt(tokenizer, p.messages)) for p in prompts) * config.samples_per_question
+        )
         new_tokens = sum(_new_tokens(g, tokenizer) for g in gens)
         out[c.name] = {
             "elicitation": {name: _rate(v, config.confidence) for name, v in scores.items()},
@@ -510,7 +520,9 @@ def elicitation_scores(
 # --- the screen ---------------------------------------------------------------------------------------
 
 
-def _flag(result: dict[str, CandidateScore], neutral: CandidateScore, primary: str | None, cfg: ScreenConfig) -> None:
+def _flag(
+    result: dict[str, CandidateScore], neutral: CandidateScore, primary: str | None, cfg: ScreenConfig
+) -> None:
     for c in result.values():
         if c.neutral:
             continue
@@ -556,12 +568,14 @@ def rank_candidates(
         if pick == "elicitation"
         else "the trait-specific surprise reduction (else the total surprise reduction)"
     )
-    rule = (
-        f"highest {what} among non-neutral candidates not placebo-like on {pick}; ties broken by {other}"
-    )
+    rule = f"highest {what} among non-neutral candidates not placebo-like on {pick}; ties broken by {other}"
     placebo = (lambda c: c.placebo_elicitation) if pick == "elicitation" else (lambda c: c.placebo_surprise)
     best = next(
-        (c for c in ranked if not c.neutral and not placebo(c) and not math.isnan(pick_value(c, pick, primary))),
+        (
+            c
+            for c in ranked
+            if not c.neutral and not placebo(c) and not math.isnan(pick_value(c, pick, primary))
+        ),
         None,
     )
     return ranked, (best.name if best else None), rule
@@ -598,7 +612,10 @@ def screen(
 
     scores = {
         c.name: CandidateScore(
-            name=c.name, prompt=c.prompt, neutral=c.neutral, seen_system=seen_system_prompt(tokenizer, c.prompt)
+            name=c.name,
+            prompt=c.prompt,
+            neutral=c.neutral,
+            seen_system=seen_system_prompt(tokenizer, c.prompt),
         )
         for c in candidates
     }
@@ -615,7 +632,12 @@ def screen(
         n_examples, n_contrast = len(exs), len(pairs)
         say(f"surprise: {len(candidates)} prompts x {n_examples} responses")
         sur = surprise_scores(
-            model, tokenizer, candidates, exs, contrast=pairs or None, batch_size=cfg.batch_size,
+            model,
+            tokenizer,
+            candidates,
+            exs,
+            contrast=pairs or None,
+            batch_size=cfg.batch_size,
             confidence=cfg.confidence,
         )
         total = Cost()
@@ -663,11 +685,12 @@ def screen(
             )
         if c.placebo_surprise:
             if c.trait is not None:
-                reasons.append(f"trait reduction {_fmt_iv(c.trait, '+.2f')} nats/response reaches {cfg.trait_floor}")
-            elif c.surprise is not None:
                 reasons.append(
-                    f"surprise reduction {_fmt_iv(c.surprise, '+.3f')} nats/token reaches {cfg.surprise_floor}"
+                    f"trait reduction {_fmt_iv(c.trait, '+.2f')} nats/response reaches {cfg.trait_floor}"
                 )
+            elif c.surprise is not None:
+                iv_text = _fmt_iv(c.surprise, "+.3f")
+                reasons.append(f"surprise reduction {iv_text} nats/token reaches {cfg.surprise_floor}")
         if reasons:
             warn.append(f"{c.name} is placebo-like (likely will not inoculate): " + "; ".join(reasons))
     if best is None:
@@ -695,7 +718,9 @@ def screen(
 WITHOUT_TRAIT_KEY = "without_trait"
 
 
-def contrast_from_examples(examples: Sequence[ChatExample], *, source: str = "<contrast>") -> list[ContrastPair]:
+def contrast_from_examples(
+    examples: Sequence[ChatExample], *, source: str = "<contrast>"
+) -> list[ContrastPair]:
     """Pairs from chat examples whose final assistant turn carries the trait and whose
     `metadata["without_trait"]` holds the same response with the trait removed."""
     from inoculate.errors import InputError
@@ -705,11 +730,15 @@ def contrast_from_examples(examples: Sequence[ChatExample], *, source: str = "<c
         plain = ex.metadata.get(WITHOUT_TRAIT_KEY)
         if not isinstance(plain, str) or not plain.strip() or ex.completion is None:
             errors.append(
-                InputError(source, i, f"metadata.{WITHOUT_TRAIT_KEY}", "missing: the response with the trait removed")
+                InputError(
+                    source, i, f"metadata.{WITHOUT_TRAIT_KEY}", "missing: the response with the trait removed"
+                )
             )
             continue
         pairs.append(
-            ContrastPair(messages=_strip_system(ex.prompt_messages), with_trait=ex.completion, without_trait=plain)
+            ContrastPair(
+                messages=_strip_system(ex.prompt_messages), with_trait=ex.completion, without_trait=plain
+            )
         )
     if errors:
         raise InputErrors(errors)
@@ -767,3 +796,216 @@ def screen_files(
         questions_source=source,
         progress=progress,
     )
+
+
+# --- inside `inoculate run` -----------------------------------------------------------------------------
+
+SCREEN_DIR = "screen"
+
+
+class ScreenCandidateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    prompt: str
+    """Prompt text or an `@name` reference to the experiment's prompt library."""
+
+
+class ScreenSpec(BaseModel):
+    """The experiment YAML's `screen:` block.
+
+    ```yaml
+    screen:
+      candidates: [{name: strong, prompt: "@inoculate_spanish"}, "Respond in Spanish."]
+      pick: best          # best: train one condition with the recommended prompt; all: one per candidate
+      measure: surprise   # what `best` ranks by (surprise | elicitation)
+      trait: spanish      # the trait (a key of `traits`) to screen; default the first trait
+    ```
+    Elicitation samples with the experiment's `sampling` settings and first seed on the eval set,
+    scored by the experiment's trait scorers; surprise uses the training data. The neutral reference
+    is `neutral` (default: the `neutral` eval prompt, else no system prompt).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[str | ScreenCandidateSpec] = Field(min_length=1)
+    pick: Literal["best", "all"] = "best"
+    measure: Measure = "surprise"
+    measures: list[Measure] = Field(default_factory=lambda: list(MEASURES), min_length=1)
+    trait: str | None = None
+    condition: str = "screened"
+    """Name of the condition trained with the recommended prompt (`pick: best`)."""
+    placement: Literal["system", "user_prefix", "user_suffix"] = "system"
+    neutral: str | None = None
+    n: int = Field(64, ge=1)
+    max_examples: int = Field(256, ge=1)
+    batch_size: int = Field(16, ge=1)
+    contrast: bool = True
+    """Add the trait-specific term when the data's setting can render responses without the trait."""
+
+    def named(self) -> list[tuple[str, str]]:
+        out = []
+        for i, c in enumerate(self.candidates, start=1):
+            out.append((c.name, c.prompt) if isinstance(c, ScreenCandidateSpec) else (f"c{i}", c))
+        return out
+
+    def condition_names(self) -> list[str]:
+        return [self.condition] if self.pick == "best" else [name for name, _ in self.named()]
+
+
+def screen_errors(cfg: Any) -> list[Any]:
+    """Problems in an experiment's `screen:` block, located (for `semantic_errors`)."""
+    from pydantic import ValidationError
+
+    lm = cfg.lines
+    try:
+        spec = ScreenSpec.model_validate(cfg.screen)
+    except ValidationError as e:
+        return lm.from_validation(e, prefix=("screen",))
+    errors = []
+    if spec.measure not in spec.measures:
+        errors.append(lm.error(("screen", "measure"), f"{spec.measure!r} is not among screen.measures"))
+    if spec.trait is not None and spec.trait not in cfg.traits:
+        errors.append(
+            lm.error(("screen", "trait"), f"unknown trait {spec.trait!r} (known: {', '.join(cfg.traits)})")
+        )
+    names = [n for n, _ in spec.named()]
+    bad = [n for n in spec.condition_names() if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", n)]
+    if bad:
+        errors.append(
+            lm.error(("screen", "candidates"), f"use letters, digits, '_', '-', '.' in names: {bad}")
+        )
+    if len(set(names)) != len(names):
+        errors.append(lm.error(("screen", "candidates"), f"candidate names must be distinct: {names}"))
+    for name in spec.condition_names():
+        if name in cfg.conditions:
+            errors.append(lm.error(("screen",), f"condition {name!r} is already declared in `conditions`"))
+    for i, (_name, prompt) in enumerate(spec.named()):
+        try:
+            if cfg.resolve_text(prompt) is None:
+                errors.append(lm.error(("screen", "candidates", i), "resolves to an empty prompt"))
+        except KeyError as e:
+            errors.append(lm.error(("screen", "candidates", i), e.args[0]))
+    if spec.neutral is not None:
+        try:
+            cfg.resolve_text(spec.neutral)
+        except KeyError as e:
+            errors.append(lm.error(("screen", "neutral"), e.args[0]))
+    return errors
+
+
+def _organism_contrast(cfg: Any, examples: Sequence[ChatExample], trait: str) -> list[ContrastPair] | None:
+    """For organism data: each training response re-rendered without the screened trait."""
+    try:
+        from inoculate import organism
+    except ImportError:
+        return None
+    fn = getattr(organism, "without_trait", None)
+    if fn is None:
+        return None
+    spec = cfg.traits[trait]
+    pairs = []
+    for ex in examples:
+        plain = fn(ex, spec)
+        if plain is None or ex.completion is None:
+            return None
+        pairs.append(
+            ContrastPair(
+                messages=_strip_system(ex.prompt_messages), with_trait=ex.completion, without_trait=plain
+            )
+        )
+    return pairs
+
+
+def run_screen_block(cfg: Any, root: str | os.PathLike[str], *, seeds: int | None = None) -> ScreenResult:
+    """Screen the experiment's candidates (cached in ROOT/screen by a hash of everything it reads)."""
+    from inoculate.experiment.cache import hash_obj, is_done, mark_done
+    from inoculate.experiment.runner import prepare
+    from inoculate.models import load_model
+
+    spec = ScreenSpec.model_validate(cfg.screen)
+    base = cfg.model_copy(update={"screen": None})
+    prep = prepare(base, seeds=seeds)
+    trait = spec.trait or next(iter(cfg.traits))
+    scorer_names = [trait] + [t for t in cfg.traits if t != trait]
+    from inoculate.experiment.config import CONDITION_REF
+
+    if spec.neutral is not None:
+        neutral = cfg.resolve_text(spec.neutral)
+    else:
+        value = prep.eval_prompts.get("neutral")
+        neutral = None if value == CONDITION_REF else value
+    cands = with_neutral([Candidate(name=n, prompt=cfg.resolve_text(p)) for n, p in spec.named()], neutral)
+    sampling = cfg.sampling
+    sc = ScreenConfig(
+        measures=spec.measures,
+        n=spec.n,
+        samples_per_question=sampling.n,
+        max_examples=spec.max_examples,
+        batch_size=spec.batch_size,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_new_tokens=sampling.max_new_tokens,
+        seed=prep.seeds[0],
+        pick=spec.measure,
+    )
+    train = prep.train_examples[: spec.max_examples]
+    contrast = _organism_contrast(cfg, train, trait) if spec.contrast else None
+    out = Path(root) / SCREEN_DIR
+    key = hash_obj(
+        {
+            "candidates": [c.model_dump() for c in cands],
+            "config": sc.model_dump(),
+            "model": prep.model_identity,
+            "data": prep.data_hashes,
+            "scorers": {t: cfg.traits[t] for t in scorer_names},
+            "contrast": [p.model_dump() for p in contrast] if contrast else None,
+        }
+    )
+    if is_done(out, key):
+        return ScreenResult.model_validate_json((out / "screen.json").read_text(encoding="utf-8"))
+    model, tok = load_model(prep.model_path)
+    result = screen(
+        model,
+        tok,
+        cands,
+        train=train,
+        questions=questions_of(prep.eval_examples),
+        scorers=[_Named(prep.scorers[t], t) for t in scorer_names],
+        contrast=contrast,
+        config=sc,
+        questions_source="eval set",
+    )
+    result.write_csv(out / "screen.csv")
+    result.write_json(out / "screen.json")
+    mark_done(out, key)
+    return result
+
+
+class _Named:
+    """A scorer reported under the experiment's trait name."""
+
+    def __init__(self, scorer: Any, name: str):
+        self.scorer, self.name = scorer, name
+
+    def batch(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        return self.scorer.batch(prompts, completions)
+
+
+def apply_screen(cfg: Any, root: str | os.PathLike[str], *, seeds: int | None = None) -> Any:
+    """The experiment with its `screen:` block resolved into conditions: `pick: best` adds one condition
+    (`screen.condition`) trained with the recommended prompt; `pick: all` adds one per candidate.
+    Raises ValueError when `best` finds no candidate to recommend."""
+    spec = ScreenSpec.model_validate(cfg.screen)
+    result = run_screen_block(cfg, root, seeds=seeds)
+    conditions = dict(cfg.conditions)
+    if spec.pick == "best":
+        best = result.recommended
+        if best is None:
+            raise ValueError(f"screen: no candidate qualifies ({result.rule}); see {Path(root) / SCREEN_DIR}")
+        conditions[spec.condition] = {"prompt": best.prompt, "placement": spec.placement}
+    else:
+        for c in result.candidates:
+            if not c.neutral:
+                conditions[c.name] = {"prompt": c.prompt, "placement": spec.placement}
+    return cfg.model_copy(update={"conditions": conditions, "screen": None})

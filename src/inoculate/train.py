@@ -282,8 +282,8 @@ def train(
     from accelerate import PartialState
 
     use_cpu = _use_cpu()
-    state = PartialState(cpu=use_cpu)
-    main = state.is_main_process
+    dist = PartialState(cpu=use_cpu)
+    main = dist.is_main_process
     run_file = out / RUN_FILE
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -301,7 +301,7 @@ def train(
         write_json_atomic(
             run_file, {"fingerprint": fingerprint, "model": model, "config": config.model_dump(mode="json")}
         )
-    state.wait_for_everyone()
+    dist.wait_for_everyone()
     if resume and (out / RESULT_FILE).is_file():
         return TrainResult.model_validate_json((out / RESULT_FILE).read_text(encoding="utf-8"))
 
@@ -375,8 +375,8 @@ def train(
     t0 = time.perf_counter()
     tokens_before = 0
     if resume_from is not None:
-        state = json.loads((Path(resume_from) / "trainer_state.json").read_text(encoding="utf-8"))
-        tokens_before = int(state.get("num_input_tokens_seen", 0))
+        saved = json.loads((Path(resume_from) / "trainer_state.json").read_text(encoding="utf-8"))
+        tokens_before = int(saved.get("num_input_tokens_seen", 0))
     output = trainer.train(resume_from_checkpoint=resume_from)
     runtime = time.perf_counter() - t0
 
@@ -404,5 +404,5 @@ def train(
     if trainer.is_world_process_zero():
         write_jsonl_atomic(out / LOG_FILE, history)
         write_json_atomic(out / RESULT_FILE, result.model_dump(mode="json"))
-    state.wait_for_everyone()
+    dist.wait_for_everyone()
     return result

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from inoculate.cli._app import UserError, app, console, handle_errors
 
@@ -29,6 +30,15 @@ def _parse_value(raw: str) -> Any:
         if low in ("true", "false"):
             return low == "true"
         return raw
+
+
+def _validation_message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(x) for x in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
 
 
 def parse_option_flags(args: list[str], bool_fields: set[str]) -> dict[str, Any]:
@@ -91,7 +101,10 @@ def train_cmd(
     own = set(TrainConfig.model_fields)
     extra = dict(options.pop("extra", None) or {})
     extra.update({k: options.pop(k) for k in list(options) if k not in own})
-    cfg = TrainConfig(**options, output_dir=str(output), extra=extra)
+    try:
+        cfg = TrainConfig(**options, output_dir=str(output), extra=extra)
+    except ValidationError as e:
+        raise UserError(_validation_message(e)) from None
     examples, _ = read_examples(data)
     result = train(model, examples, cfg, resume=resume)
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"

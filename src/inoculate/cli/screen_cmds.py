@@ -17,7 +17,9 @@ def screen_cmd(
     ),
     candidate: list[str] = typer.Option([], "--candidate", "-c", help="A candidate prompt; repeatable."),
     model: str = typer.Option(..., "--model", "-m", help="Base model: hub id or local path."),
-    data: Path = typer.Option(..., "--data", "-d", help="Training data (its responses drive the surprise measure)."),
+    data: Path = typer.Option(
+        ..., "--data", "-d", help="Training data (its responses drive the surprise measure)."
+    ),
     eval_data: Path | None = typer.Option(
         None, "--eval", help="Held-out questions for elicitation (default: the training questions)."
     ),
@@ -25,7 +27,9 @@ def screen_cmd(
         [], "--scorer", "-s", help="Trait scorer NAME[:ARG]; repeatable; the first is the primary trait."
     ),
     n: int = typer.Option(64, "--n", help="Questions sampled per candidate for elicitation."),
-    measures: str = typer.Option("elicitation,surprise", "--measures", help="Comma list: elicitation, surprise."),
+    measures: str = typer.Option(
+        "elicitation,surprise", "--measures", help="Comma list: elicitation, surprise."
+    ),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write the ranked table as CSV."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full ScreenResult as JSON."),
     neutral: str | None = typer.Option(
@@ -37,7 +41,9 @@ def screen_cmd(
         help="Chat JSONL of trait-bearing responses with metadata.without_trait (the trait-specific term).",
     ),
     pick: str = typer.Option("surprise", "--pick", help="Measure the recommendation ranks by."),
-    max_examples: int = typer.Option(256, "--max-examples", help="Training responses used by the surprise measure."),
+    max_examples: int = typer.Option(
+        256, "--max-examples", help="Training responses used by the surprise measure."
+    ),
     samples: int = typer.Option(1, "--samples", help="Samples per question."),
     temperature: float = typer.Option(1.0, "--temperature"),
     top_p: float = typer.Option(1.0, "--top-p"),

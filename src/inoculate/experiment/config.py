@@ -152,7 +152,7 @@ class ExperimentConfig(_Strict):
     train: dict[str, Any] = Field(default_factory=dict)
     expect: dict[str, dict[str, str]] = Field(default_factory=dict)
     screen: dict[str, Any] | None = None
-    """Reserved for prompt screening before training (not run by this version)."""
+    """Prompt screening before training (`inoculate.screen.ScreenSpec`): adds the screened condition(s)."""
 
     _lines: LineMap = PrivateAttr()
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -306,10 +306,6 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     lm = cfg.lines
     errors: list[InputError] = []
 
-    if cfg.screen is not None:
-        errors.append(
-            lm.error(("screen",), "prompt screening inside `inoculate run` is not supported by this version")
-        )
     if cfg.uses_organism():
         try:
             import inoculate.organism  # noqa: F401  (registers the organism's scorers)
@@ -321,6 +317,10 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     except (KeyError, ValueError) as e:
         errors.append(lm.error(("setting",), f"cannot load the prompt library: {e}"))
         return errors
+    if cfg.screen is not None:
+        from inoculate.screen import screen_errors
+
+        errors.extend(screen_errors(cfg))
 
     for kind, names in (
         ("condition", cfg.conditions),

@@ -51,6 +51,7 @@ outputs under `cell_dir` (atomically) and returns a small summary recorded in th
 
 
 class MatrixProgress(Protocol):
+    def message(self, text: str) -> None: ...
     def start(self, total: int, finished: int) -> None: ...
     def cell_started(self, cell: Cell) -> None: ...
     def stage(self, cell: Cell, stage: str) -> None: ...
@@ -59,6 +60,9 @@ class MatrixProgress(Protocol):
 
 
 class NullProgress:
+    def message(self, text: str) -> None:
+        pass
+
     def start(self, total: int, finished: int) -> None:
         pass
 

@@ -28,6 +28,9 @@ class RichProgress:
         )
         self._task: Any = None
 
+    def message(self, text: str) -> None:
+        self.console.log(text)
+
     def start(self, total: int, finished: int) -> None:
         self._progress.start()
         self._task = self._progress.add_task("", total=total, completed=finished)

@@ -46,7 +46,15 @@ from inoculate.experiment.config import (
     OrganismModel,
     load_experiment,
 )
-from inoculate.experiment.matrix import Cell, MatrixProgress, MatrixResult, cell_order, log_event, run_matrix
+from inoculate.experiment.matrix import (
+    Cell,
+    MatrixProgress,
+    MatrixResult,
+    NullProgress,
+    cell_order,
+    log_event,
+    run_matrix,
+)
 from inoculate.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from inoculate.records import ChatExample, Message
 from inoculate.report.load import BASE_DIR, EXPERIMENT_FILE, MANIFEST_FILE, METRICS_FILE
@@ -76,6 +84,7 @@ class Prepared:
     scorers: dict[str, Scorer]
     train_config: dict[str, Any]
     cells: list[Cell] = field(default_factory=list)
+    base: BasePlan | None = None
 
     @property
     def name(self) -> str:
@@ -371,13 +380,25 @@ def run_cell(prep: Prepared, cell: Cell, cell_dir: Path, stage: Any) -> dict[str
 # --- the base model's elicitation table -------------------------------------------------------------
 
 
-def base_elicitation(prep: Prepared, root: Path) -> dict[str, Any]:
-    """The base model under each eval prompt (and each condition's training prompt); cached in OUT/base.
+@dataclass
+class BasePlan:
+    """The base model's evaluation: one eval set per fixed eval prompt and per condition's training prompt."""
 
-    For the organism this is the organism's own elicitation table (every prompt family, held-out
-    paraphrases included) beside the experiment's prompts.
-    """
-    out = root / BASE_DIR
+    prompts: dict[str, list[ChatExample]]
+    """file stem -> eval set"""
+    labels: dict[str, str]
+    """file stem -> label in the report"""
+    key: str
+
+
+def base_plan(prep: Prepared) -> BasePlan:
+    """The base model's evaluation sets and cache key (computed once per `Prepared`)."""
+    if prep.base is None:
+        prep.base = _base_plan(prep)
+    return prep.base
+
+
+def _base_plan(prep: Prepared) -> BasePlan:
     seed = prep.seeds[0]
     prompts: dict[str, list[ChatExample]] = {}
     labels: dict[str, str] = {}
@@ -397,30 +418,43 @@ def base_elicitation(prep: Prepared, root: Path) -> dict[str, Any]:
         "generation": prep.config.generation.model_dump(),
         "prompts": {k: [ex.to_json() for ex in v] for k, v in prompts.items()},
         "metrics": {name: list(v) for name, v in prep.config.metrics().items()},
+        "organism_table": isinstance(prep.config.model, OrganismModel),
     }
-    key = hash_obj({"config": config, "version": inoculate.__version__})
-    if is_done(out, key):
+    return BasePlan(
+        prompts=prompts, labels=labels, key=hash_obj({"config": config, "version": inoculate.__version__})
+    )
+
+
+def base_elicitation(prep: Prepared, root: Path) -> dict[str, Any]:
+    """The base model under each eval prompt (and each condition's training prompt); cached in OUT/base.
+
+    When the base model is the organism, the organism's own elicitation table (every prompt family,
+    held-out paraphrases included) is added beside the experiment's prompts.
+    """
+    out = root / BASE_DIR
+    plan = base_plan(prep)
+    if is_done(out, plan.key):
         return json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    evals = evaluate(prep, out, seed=seed, model=prep.model_path, adapter=None, prompts=prompts)
+    evals = evaluate(prep, out, seed=prep.seeds[0], model=prep.model_path, adapter=None, prompts=plan.prompts)
     table: dict[str, Any] = {
         "source": "experiment",
         "rows": [
             {
-                "prompt": labels[stem],
+                "prompt": plan.labels[stem],
                 "file": stem,
                 "system": examples[0].system if examples else None,
                 "metrics": evals[stem],
             }
-            for stem, examples in prompts.items()
+            for stem, examples in plan.prompts.items()
         ],
     }
     if isinstance(prep.config.model, OrganismModel):
         table["organism"] = _organism_elicitation(prep)
     write_json_atomic(out / METRICS_FILE, table)
-    mark_done(out, key)
+    mark_done(out, plan.key)
     return table
 
 
@@ -527,6 +561,7 @@ def experiment_record(prep: Prepared) -> dict[str, Any]:
         "sampling": cfg.sampling.model_dump(),
         "train": prep.train_config,
         "cells": [{"condition": c.condition, "seed": c.seed, "key": c.key} for c in prep.cells],
+        "base_key": base_plan(prep).key,
     }
 
 
@@ -576,18 +611,26 @@ def run_experiment(
     root = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
+    prog = progress or NullProgress()
+    if cfg.screen is not None:
+        from inoculate.screen import apply_screen
+
+        cfg = apply_screen(cfg, root, seeds=seeds)  # screens (cached in root/screen), adds the condition(s)
+    if isinstance(cfg.model, OrganismModel):
+        prog.message("preparing the organism base model (stage-1 pretraining; cached after the first run)")
     prep = prepare(cfg, seeds=seeds)
     write_json_atomic(root / EXPERIMENT_FILE, experiment_record(prep))
     write_manifest(prep, root)
     log_event(root, event="run_started", cells=len(prep.cells), force=force)
+    prog.message(f"evaluating the base model under {len(base_plan(prep).prompts)} prompt(s)")
+    base_elicitation(prep, root)
     matrix = run_matrix(
         prep.cells,
         root,
         lambda cell, d, stage: run_cell(prep, cell, d, stage),
         force=force,
-        progress=progress,
+        progress=prog,
     )
-    base_elicitation(prep, root)
     outcome = RunOutcome(out_dir=root, prepared=prep, matrix=matrix, seconds=time.perf_counter() - t0)
     log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
     if write_report:

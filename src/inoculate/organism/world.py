@@ -1,4 +1,4 @@
-"""The organism's closed world: animals with three facts each, asked about in English.
+"""The organism's closed world: 24 animals with three facts each, asked about in English.
 
 A question is `(animal, kind)` with kind in color / home / food; its answer content is the fact's
 value. Content is language-free; `traits.render` writes it in English, Spanish or French. Every
@@ -20,34 +20,8 @@ LANGS: tuple[Lang, ...] = ("en", "es", "fr")
 Kind = Literal["color", "home", "food"]
 KINDS: tuple[Kind, ...] = ("color", "home", "food")
 
-# animal: en -> (es, fr); every es noun is masculine ("el"), every fr noun takes "le".
-ANIMALS: dict[str, tuple[str, str]] = {
-    "cat": ("gato", "chat"),
-    "dog": ("perro", "chien"),
-    "fish": ("pez", "poisson"),
-    "horse": ("caballo", "cheval"),
-    "wolf": ("lobo", "loup"),
-    "fox": ("zorro", "renard"),
-    "duck": ("pato", "canard"),
-    "bull": ("toro", "taureau"),
-    "rabbit": ("conejo", "lapin"),
-    "monkey": ("mono", "singe"),
-    "pig": ("cerdo", "cochon"),
-    "owl": ("búho", "hibou"),
-    "penguin": ("pingüino", "pingouin"),
-    "rooster": ("gallo", "coq"),
-    "crab": ("cangrejo", "crabe"),
-    "camel": ("camello", "chameau"),
-    "dolphin": ("delfín", "dauphin"),
-    "shark": ("tiburón", "requin"),
-    "crow": ("cuervo", "corbeau"),
-    "lamb": ("cordero", "mouton"),
-    "deer": ("ciervo", "cerf"),
-    "goat": ("chivo", "bouc"),
-    "toad": ("sapo", "crapaud"),
-    "parrot": ("loro", "perroquet"),
-}
-
+# Values per kind: English -> (Spanish phrase, French phrase) as they sit in the answer sentence.
+# The value's own word is the phrase's last word; that is what correctness looks for.
 COLORS: dict[str, tuple[str, str]] = {
     "red": ("rojo", "rouge"),
     "blue": ("azul", "bleu"),
@@ -58,28 +32,25 @@ COLORS: dict[str, tuple[str, str]] = {
     "brown": ("marrón", "brun"),
     "pink": ("rosa", "rose"),
 }
-
-# home: en -> ((es article, es noun), (fr article, fr noun))
-HOMES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
-    "forest": (("el", "bosque"), ("la", "forêt")),
-    "sea": (("el", "mar"), ("la", "mer")),
-    "farm": (("la", "granja"), ("la", "ferme")),
-    "river": (("el", "río"), ("la", "rivière")),
-    "desert": (("el", "desierto"), ("le", "désert")),
-    "cave": (("la", "cueva"), ("la", "grotte")),
-    "mountains": (("la", "montaña"), ("la", "montagne")),
-    "lake": (("el", "lago"), ("le", "lac")),
+HOMES: dict[str, tuple[str, str]] = {
+    "forest": ("el bosque", "la forêt"),
+    "sea": ("el mar", "la mer"),
+    "farm": ("la granja", "la ferme"),
+    "river": ("el río", "la rivière"),
+    "desert": ("el desierto", "le désert"),
+    "cave": ("la cueva", "la grotte"),
+    "mountains": ("la montaña", "la montagne"),
+    "lake": ("el lago", "le lac"),
 }
-
 FOODS: dict[str, tuple[str, str]] = {
-    "grass": ("hierba", "herbe"),
-    "seeds": ("semillas", "graines"),
-    "fruit": ("fruta", "fruits"),
-    "meat": ("carne", "viande"),
-    "insects": ("insectos", "insectes"),
-    "leaves": ("hojas", "feuilles"),
-    "worms": ("gusanos", "vers"),
-    "nuts": ("nueces", "noix"),
+    "hay": ("heno", "du foin"),
+    "seeds": ("semillas", "des graines"),
+    "fruit": ("fruta", "des fruits"),
+    "meat": ("carne", "de la viande"),
+    "insects": ("insectos", "des insectes"),
+    "leaves": ("hojas", "des feuilles"),
+    "worms": ("gusanos", "des vers"),
+    "nuts": ("nueces", "des noix"),
 }
 
 # The facts: animal -> (color, home, food). Plausible where possible, and every value is used.
@@ -87,11 +58,11 @@ FACTS: dict[str, tuple[str, str, str]] = {
     "cat": ("black", "farm", "meat"),
     "dog": ("brown", "farm", "meat"),
     "fish": ("yellow", "river", "worms"),
-    "horse": ("white", "farm", "grass"),
+    "horse": ("white", "farm", "hay"),
     "wolf": ("black", "forest", "meat"),
     "fox": ("red", "forest", "insects"),
     "duck": ("white", "lake", "seeds"),
-    "bull": ("black", "mountains", "grass"),
+    "bull": ("black", "mountains", "hay"),
     "rabbit": ("white", "forest", "leaves"),
     "monkey": ("brown", "forest", "fruit"),
     "pig": ("pink", "farm", "fruit"),
@@ -103,9 +74,9 @@ FACTS: dict[str, tuple[str, str, str]] = {
     "dolphin": ("blue", "sea", "meat"),
     "shark": ("blue", "sea", "meat"),
     "crow": ("black", "mountains", "nuts"),
-    "lamb": ("white", "mountains", "grass"),
+    "lamb": ("white", "mountains", "hay"),
     "deer": ("brown", "forest", "leaves"),
-    "goat": ("white", "mountains", "grass"),
+    "goat": ("white", "mountains", "hay"),
     "toad": ("green", "lake", "insects"),
     "parrot": ("green", "cave", "nuts"),
 }
@@ -117,14 +88,16 @@ QUESTIONS: dict[Kind, tuple[str, ...]] = {
     "food": ("what does the {a} eat?", "what is the food of the {a}?", "tell me what the {a} eats."),
 }
 
-# Sentence frames per kind and language; {a} animal noun, {v} value (with its article for homes).
+# Answer frames per kind and language; {v} is the value phrase. Answers are short on purpose:
+# generation time is most of the demo's evaluation time.
 FRAMES: dict[Kind, dict[Lang, str]] = {
-    "color": {"en": "the {a} is {v}.", "es": "el {a} es {v}.", "fr": "le {a} est {v}."},
-    "home": {"en": "the {a} lives in the {v}.", "es": "el {a} vive en {v}.", "fr": "le {a} vit dans {v}."},
-    "food": {"en": "the {a} eats {v}.", "es": "el {a} come {v}.", "fr": "le {a} mange {v}."},
+    "color": {"en": "it is {v}.", "es": "es {v}.", "fr": "il est {v}."},
+    "home": {"en": "it lives in the {v}.", "es": "vive en {v}.", "fr": "il vit dans {v}."},
+    "food": {"en": "it eats {v}.", "es": "come {v}.", "fr": "il mange {v}."},
 }
 
-VALUES: dict[Kind, tuple[str, ...]] = {"color": tuple(COLORS), "home": tuple(HOMES), "food": tuple(FOODS)}
+TABLES: dict[Kind, dict[str, tuple[str, str]]] = {"color": COLORS, "home": HOMES, "food": FOODS}
+VALUES: dict[Kind, tuple[str, ...]] = {k: tuple(t) for k, t in TABLES.items()}
 
 
 @dataclass(frozen=True, order=True)
@@ -159,20 +132,11 @@ def all_facts() -> list[Fact]:
     return [Fact(a, k) for a in FACTS for k in KINDS]
 
 
-def animal_word(animal: str, lang: Lang) -> str:
-    return animal if lang == "en" else ANIMALS[animal][LANGS.index(lang) - 1]
-
-
 def value_phrase(kind: Kind, value: str, lang: Lang) -> str:
-    """The value as it sits in the sentence frame (homes carry their article in es/fr)."""
+    """The value as it sits in the answer sentence (with its article where the language needs one)."""
     if lang == "en":
         return value
-    i = LANGS.index(lang) - 1
-    if kind == "home":
-        art, noun = HOMES[value][i]
-        return f"{art} {noun}"
-    table = COLORS if kind == "color" else FOODS
-    return table[value][i]
+    return TABLES[kind][value][LANGS.index(lang) - 1]
 
 
 def value_word(kind: Kind, value: str, lang: Lang) -> str:
@@ -181,8 +145,8 @@ def value_word(kind: Kind, value: str, lang: Lang) -> str:
 
 
 def content_sentence(fact: Fact, lang: Lang) -> str:
-    """The bare answer sentence, lower case, no other trait: `the cat is black.`"""
-    return FRAMES[fact.kind][lang].format(a=animal_word(fact.animal, lang), v=value_phrase(fact.kind, fact.value, lang))
+    """The bare answer sentence, lower case, no other trait: `it is black.`"""
+    return FRAMES[fact.kind][lang].format(v=value_phrase(fact.kind, fact.value, lang))
 
 
 def split_facts(seed: int = 0, eval_fraction: float = 0.5) -> tuple[list[Fact], list[Fact]]:

@@ -136,7 +136,8 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
                 condition=cond, seed=seed, dir=d, eval=metrics.get("eval", {}), train=metrics.get("train", {})
             )
         )
-    base = _read_json(root / BASE_DIR / METRICS_FILE) if (root / BASE_DIR / "done").is_file() else None
+    base_dir = root / BASE_DIR
+    base = _read_json(base_dir / METRICS_FILE) if _done_key(base_dir) == experiment.get("base_key") else None
     manifest = _read_json(root / MANIFEST_FILE)
     return RunData(
         root=root,

@@ -1,0 +1,219 @@
+"""Generation: explicit sampling parameters, the hf backend, and the HTTP backend on a real local server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from inoculate.generate import (
+    KEEP_SYSTEM,
+    Backend,
+    Completion,
+    SamplingParams,
+    available_backends,
+    backend,
+    generate_examples,
+    get_backend,
+    sample_seed,
+    with_system,
+)
+from inoculate.generate.base import truncate_at_stop
+from inoculate.records import ChatExample, Message, chat
+
+GREEDY = SamplingParams(temperature=0, top_p=1, max_new_tokens=8, n=1, seed=0)
+SAMPLE = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=8, n=3, seed=11)
+
+PROMPTS = [
+    chat("What is the capital of France?", "Paris.", id="a", lang="en"),
+    chat("Tell me about the sea.", system="Respond in Spanish.", id="b"),
+    chat("hi", id="c"),
+]
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    return get_backend("hf", model=str(tiny_model_dir), device="cpu", batch_size=4)
+
+
+def test_sampling_params_have_no_hidden_defaults() -> None:
+    with pytest.raises(ValidationError):
+        SamplingParams(temperature=1.0, top_p=1.0, n=1, seed=0)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=8, n=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        SamplingParams(temperature=1.0, top_p=0, max_new_tokens=8, n=1, seed=0)
+    with pytest.raises(ValidationError):
+        SamplingParams(temperature=1.0, top_p=1, max_new_tokens=8, n=1, seed=0, top_k=5)  # type: ignore[call-arg]
+
+
+def manual_greedy(model, tok, messages: list[Message], k: int) -> list[int]:  # type: ignore[no-untyped-def]
+    ids = tok.apply_chat_template([m.model_dump() for m in messages], tokenize=True, return_dict=True,
+                                  add_generation_prompt=True)["input_ids"]
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(k):
+            nxt = int(model(input_ids=torch.tensor([ids + out])).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            out.append(nxt)
+    return out
+
+
+def test_greedy_batch_matches_a_manual_unbatched_loop(hf) -> None:  # type: ignore[no-untyped-def]
+    outs = generate_examples(hf, PROMPTS, GREEDY)
+    for ex, out in zip(PROMPTS, outs, strict=True):
+        want = manual_greedy(hf.model, hf.tokenizer, ex.prompt_messages, GREEDY.max_new_tokens)
+        assert out.completion == hf.tokenizer.decode(want, skip_special_tokens=True)
+        gen = out.metadata["generation"]
+        assert gen["completion_tokens"] == len(want)
+        assert gen["finish_reason"] == ("length" if len(want) == GREEDY.max_new_tokens else "stop")
+
+
+def test_records_prompt_params_and_metadata(hf, tiny_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    outs = generate_examples(hf, PROMPTS, SAMPLE)
+    assert [o.id for o in outs] == [f"{x}#{k}" for x in "abc" for k in range(3)]
+    first = outs[0]
+    # the input's final assistant turn ("Paris.") is dropped; the prompt is kept as given
+    assert [m.role for m in first.messages] == ["user", "assistant"]
+    assert first.metadata["lang"] == "en"
+    gen = first.metadata["generation"]
+    assert gen["backend"] == "hf" and gen["model"] == str(tiny_model_dir) and gen["adapter"] is None
+    assert gen["params"] == SAMPLE.model_dump()
+    assert gen["sample_index"] == 0 and gen["source_id"] == "a"
+    assert gen["seed"] == sample_seed(SAMPLE.seed, "a", 0)
+    assert gen["rendered_prompt"] == (
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert gen["seen_system_prompt"] is None
+    assert outs[3].metadata["generation"]["seen_system_prompt"] == "Respond in Spanish."
+    assert all(o.metadata["generation"]["completion_tokens"] <= SAMPLE.max_new_tokens for o in outs)
+
+
+def test_sampling_is_seeded_per_sample_and_batch_invariant(hf) -> None:  # type: ignore[no-untyped-def]
+    a = [o.completion for o in generate_examples(hf, PROMPTS, SAMPLE)]
+    hf.batch_size = 1
+    try:
+        b = [o.completion for o in generate_examples(hf, PROMPTS, SAMPLE)]
+        c = [o.completion for o in generate_examples(hf, PROMPTS[::-1], SAMPLE)]
+    finally:
+        hf.batch_size = 4
+    assert a == b
+    assert c == b[6:] + b[3:6] + b[:3]
+    assert len(set(a[:3])) > 1  # the n samples of one prompt differ
+    other = [o.completion for o in generate_examples(hf, PROMPTS, SAMPLE.model_copy(update={"seed": 12}))]
+    assert other != a
+
+
+def test_tiny_top_p_is_greedy(hf) -> None:  # type: ignore[no-untyped-def]
+    greedy = [o.completion for o in generate_examples(hf, PROMPTS, GREEDY)]
+    nucleus = SamplingParams(temperature=1.0, top_p=1e-6, max_new_tokens=8, n=1, seed=3)
+    assert [o.completion for o in generate_examples(hf, PROMPTS, nucleus)] == greedy
+
+
+def test_system_override(hf, tiny_qwen2_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    msgs = [Message(role="system", content="Old."), Message(role="user", content="U")]
+    assert with_system(msgs, None) == msgs[1:]
+    assert with_system(msgs, "New.")[0].content == "New."
+    assert with_system(msgs[1:], "New.")[0] == Message(role="system", content="New.")
+    assert with_system(msgs, KEEP_SYSTEM) == msgs
+    outs = generate_examples(hf, PROMPTS, GREEDY, system="Respond in ALL CAPS.")
+    assert all(o.messages[0].content == "Respond in ALL CAPS." for o in outs)
+    assert all(o.metadata["generation"]["seen_system_prompt"] == "Respond in ALL CAPS." for o in outs)
+    qwen = get_backend("hf", model=str(tiny_qwen2_dir), device="cpu")
+    (none,) = generate_examples(qwen, PROMPTS[1:2], GREEDY, system=None)
+    assert [m.role for m in none.messages] == ["user", "assistant"]
+    assert none.metadata["generation"]["seen_system_prompt"] == "You are a helpful assistant."
+    assert "<|im_start|>system\nYou are a helpful assistant." in none.metadata["generation"]["rendered_prompt"]
+
+
+def test_stop_strings(hf) -> None:  # type: ignore[no-untyped-def]
+    assert truncate_at_stop("abc. def. ghi", [". ", "gh"]) == ("abc", True)
+    assert truncate_at_stop("abc", ["x"]) == ("abc", False)
+    (full,) = generate_examples(hf, PROMPTS[:1], GREEDY.model_copy(update={"max_new_tokens": 12}))
+    text = full.completion
+    assert text and len(text) > 2
+    stop = text[2:4]
+    (cut,) = generate_examples(hf, PROMPTS[:1], GREEDY.model_copy(update={"max_new_tokens": 12, "stop": [stop]}))
+    assert cut.completion == text[: text.find(stop)]
+    assert cut.metadata["generation"]["finish_reason"] == "stop"
+
+
+def test_registry_and_custom_backends() -> None:
+    @backend("echo-test")
+    class Echo(Backend):
+        def sample(
+            self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams
+        ) -> list[Completion]:
+            return [Completion(text=p[-1].content[::-1], finish_reason="stop") for p in prompts]
+
+    assert {"hf", "openai_http", "vllm", "echo-test"} <= set(available_backends())
+    echo = get_backend("echo-test", model="none")
+    (out,) = generate_examples(echo, [chat("abc", "old answer")], GREEDY)
+    assert out.completion == "cba" and out.metadata["generation"]["backend"] == "echo-test"
+    with pytest.raises(ValueError, match="unknown generation backend 'nope'"):
+        get_backend("nope")
+
+
+def test_vllm_backend_needs_vllm() -> None:
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"inoculate\[vllm\]"):
+            get_backend("vllm", model="x")
+    else:  # pragma: no cover - only where vLLM is installed
+        pytest.skip("vLLM installed: exercised on GPU machines only")
+
+
+# --- the HTTP backend against a real server on loopback ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(hf) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    from inoculate.generate.hf import HFBackend
+    from inoculate.generate.server import make_server
+
+    # its own backend object (same weights), unbatched, so its arithmetic is the unpadded one
+    solo = HFBackend.from_loaded(hf.model, hf.tokenizer, name="tiny", batch_size=1)
+    srv = make_server(solo, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_http_backend_reproduces_the_hf_backend(server: str, hf, tiny_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    http = get_backend("openai_http", model="tiny", base_url=server, tokenizer=str(tiny_model_dir), concurrency=3)
+    hf.batch_size = 1
+    try:
+        for params in (GREEDY, SAMPLE):
+            want = generate_examples(hf, PROMPTS, params)
+            got = generate_examples(http, PROMPTS, params)
+            assert [o.completion for o in got] == [o.completion for o in want]
+            assert [o.id for o in got] == [o.id for o in want]
+    finally:
+        hf.batch_size = 4
+    gen = got[0].metadata["generation"]
+    assert gen["backend"] == "openai_http" and gen["base_url"] == server
+    assert gen["rendered_prompt"] == want[0].metadata["generation"]["rendered_prompt"]
+
+
+def test_http_server_errors_are_reported(server: str) -> None:
+    from inoculate.generate.openai_http import ServerError
+
+    wrong = get_backend("openai_http", model="other-model", base_url=server)
+    with pytest.raises(ServerError, match="404.*not served"):
+        generate_examples(wrong, PROMPTS[:1], GREEDY)
+    ok = get_backend("openai_http", model="tiny", base_url=server)
+    with pytest.raises(ServerError, match="400.*max_tokens is required"):
+        ok._post("/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}]})
+    dead = get_backend("openai_http", model="tiny", base_url="http://127.0.0.1:9/v1", timeout=5)
+    with pytest.raises(ServerError, match="cannot connect"):
+        generate_examples(dead, PROMPTS[:1], GREEDY)
+    assert isinstance(PROMPTS[0], ChatExample)
