@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 log = logging.getLogger("inoculate.dynamics")
 
-INOCULATED, OTHER, NEITHER = "inoculated", "other", "neither"
+INOCULATED, OTHER, NEITHER, BOTH = "inoculated", "other", "neither", "both"
 NEUTRAL, INOCULATION = "neutral", "inoculation"
 METRICS_FILE = "dynamics.jsonl"
 
@@ -89,6 +89,44 @@ class ProbeSet(BaseModel):
                 raise ValueError(f"probe {i} has categories {sorted(p.responses)}, expected {sorted(cats)}")
             if any(m.role == "system" for m in p.messages):
                 raise ValueError(f"probe {i} has a system turn; prompts are added per label")
+
+
+def organism_probe_set(
+    questions: Sequence[Sequence[Message]],
+    inoculated: str,
+    other: str,
+    prompts: dict[str, str | None],
+    *,
+    both: bool = False,
+) -> ProbeSet:
+    """Probes on organism questions: each fact's answer rendered with the inoculated trait only, the
+    other trait only, neither (and both, if asked). Traits are given as scorer specs, e.g.
+    `organism_language:es` and `all_caps`."""
+    from inoculate.organism.traits import TraitSet, render
+    from inoculate.organism.world import parse_question
+    from inoculate.screen import organism_trait_field
+
+    fields = {}
+    for spec in (inoculated, other):
+        f = organism_trait_field(spec)
+        if f is None:
+            raise ValueError(f"{spec!r} is not an organism trait")
+        fields[spec] = f
+    probes = []
+    for conv in questions:
+        msgs = [m for m in conv if m.role != "system"]
+        user = next((m.content for m in reversed(msgs) if m.role == "user"), "")
+        fact = parse_question(user)
+        if fact is None:
+            raise ValueError(f"not an organism question: {user!r}")
+        base = TraitSet()
+        ti = base.with_(**{fields[inoculated][0]: fields[inoculated][1]})
+        to = base.with_(**{fields[other][0]: fields[other][1]})
+        responses = {INOCULATED: render(fact, ti), OTHER: render(fact, to), NEITHER: render(fact, base)}
+        if both:
+            responses[BOTH] = render(fact, ti.with_(**{fields[other][0]: fields[other][1]}))
+        probes.append(Probe(messages=msgs, responses=responses))
+    return ProbeSet(probes=probes, prompts=prompts)
 
 
 class CollapseRule(BaseModel):
@@ -298,7 +336,7 @@ def plot_dynamics(
     cats = list(next(iter(data[0]["logprob"].values())))
     if style == "relative":
         cats = [c for c in cats if c != NEITHER]
-    colors = {INOCULATED: "tab:red", OTHER: "tab:blue", NEITHER: "tab:gray"}
+    colors = {INOCULATED: "tab:red", OTHER: "tab:blue", NEITHER: "tab:gray", BOTH: "tab:purple"}
     dashes = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for li, label in enumerate(labels):

@@ -894,24 +894,50 @@ def screen_errors(cfg: Any) -> list[Any]:
     return errors
 
 
-def _organism_contrast(cfg: Any, examples: Sequence[ChatExample], trait: str) -> list[ContrastPair] | None:
-    """For organism data: each training response re-rendered without the screened trait."""
+def organism_trait_field(spec: str) -> tuple[str, object] | None:
+    """The organism `TraitSet` field (and its trait value) a scorer spec detects, e.g.
+    `organism_language:es` -> ("lang", "es"), `all_caps` -> ("caps", True); None if not an organism trait."""
+    name, _, arg = spec.partition(":")
+    if name in ("organism_language", "language") and arg[:2] in ("en", "es", "fr"):
+        return "lang", arg[:2]
+    if name in ("all_caps", "organism_caps"):
+        return "caps", True
+    if "syco" in name:
+        return "sycophancy", True
+    if "signature" in name:
+        return "signature", True
+    return None
+
+
+def organism_contrast(examples: Sequence[ChatExample], trait_spec: str) -> list[ContrastPair] | None:
+    """Organism responses re-rendered without one trait (same fact, other traits kept).
+
+    Each response is matched exactly against the organism's renderings of its question's fact, so no
+    metadata is needed; None when any response is not an organism rendering carrying the trait.
+    """
     try:
-        from inoculate import organism
+        from inoculate.organism.traits import all_trait_sets, render
+        from inoculate.organism.world import parse_question
     except ImportError:
         return None
-    fn = getattr(organism, "without_trait", None)
-    if fn is None:
+    field = organism_trait_field(trait_spec)
+    if field is None:
         return None
-    spec = cfg.traits[trait]
+    name, value = field
     pairs = []
     for ex in examples:
-        plain = fn(ex, spec)
-        if plain is None or ex.completion is None:
+        user = next((m.content for m in reversed(ex.prompt_messages) if m.role == "user"), "")
+        fact = parse_question(user)
+        if fact is None or ex.completion is None:
+            return None
+        ts = next((t for t in all_trait_sets() if render(fact, t) == ex.completion), None)
+        if ts is None or getattr(ts, name) != value:
             return None
         pairs.append(
             ContrastPair(
-                messages=_strip_system(ex.prompt_messages), with_trait=ex.completion, without_trait=plain
+                messages=_strip_system(ex.prompt_messages),
+                with_trait=ex.completion,
+                without_trait=render(fact, ts.without(name)),  # type: ignore[arg-type]
             )
         )
     return pairs
@@ -950,7 +976,7 @@ def run_screen_block(cfg: Any, root: str | os.PathLike[str], *, seeds: int | Non
         pick=spec.measure,
     )
     train = prep.train_examples[: spec.max_examples]
-    contrast = _organism_contrast(cfg, train, trait) if spec.contrast else None
+    contrast = organism_contrast(train, cfg.traits[trait]) if spec.contrast else None
     out = Path(root) / SCREEN_DIR
     key = hash_obj(
         {

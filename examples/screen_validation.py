@@ -1,0 +1,89 @@
+"""Validate `inoculate screen` on the organism: does screening predict inoculation?
+
+    python examples/screen_validation.py [--out runs/screen_validation] [--seeds N] [--no-dynamics]
+
+1. `inoculate run examples/screen_validation.yaml`: screens every candidate (elicitation and surprise,
+   cost recorded), then trains the organism with each candidate as its inoculation prompt (`pick: all`).
+2. Correlates each screen measure with the post-training suppression of the trait (Spearman, scipy),
+   writes OUT/screen/validation.{json,md} and OUT/figures/screen_validation.png, and prints the costs.
+3. Unless --no-dynamics: re-trains the baseline and the standard inoculation condition (seed 0) with the
+   learning-dynamics monitor and plots Tan et al.'s figure to OUT/figures/dynamics_<condition>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from inoculate.fileio import write_text_atomic
+
+HERE = Path(__file__).resolve().parent
+
+
+def dynamics_figures(out: Path, conditions: list[str], every: int) -> list[Path]:
+    from inoculate.dynamics import LearningDynamicsCallback, organism_probe_set, plot_dynamics
+    from inoculate.experiment import load_experiment, prepare
+    from inoculate.screen import apply_screen
+    from inoculate.train import TrainConfig, train
+    from inoculate.transform import apply_inoculation
+
+    cfg = apply_screen(load_experiment(HERE / "screen_validation.yaml"), out)  # cached screen
+    prep = prepare(cfg, seeds=1)
+    trait = cfg.traits["spanish"]
+    other = cfg.traits["all_caps"]
+    figures = []
+    for cond in conditions:
+        spec = prep.specs[cond]
+        ip = spec.prompt if spec is not None else prep.config.resolve_text("@inoculate_spanish")
+        probes = organism_probe_set(
+            [ex.prompt_messages for ex in prep.eval_examples[:24]],
+            trait,
+            other,
+            {"neutral": prep.eval_prompts["neutral"], "inoculation": ip},
+            both=True,
+        )
+        examples = prep.train_examples
+        if spec is not None:
+            examples, _ = apply_inoculation(examples, spec, source=cond)
+        run_dir = out / "dynamics" / cond
+        cb = LearningDynamicsCallback(probes, every_n_steps=every)
+        tc = TrainConfig.model_validate(
+            {**prep.train_config, "output_dir": str(run_dir), "seed": 0, "disable_tqdm": True}
+        )
+        train(prep.model_path, examples, tc, callbacks=[cb], resume=False)
+        title = f"{cond}: log-prob of probe answers (inoculation prompt: {ip!r})"
+        figures.append(plot_dynamics(cb.rows, out / "figures" / f"dynamics_{cond}.png", title=title))
+        print(f"{cond}: collapse warning at step {cb.collapse_step}" if cb.collapse_step else f"{cond}: no collapse")
+    return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/screen_validation"))
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--no-dynamics", action="store_true")
+    ap.add_argument("--every", type=int, default=5, help="dynamics: probe every N steps")
+    args = ap.parse_args()
+
+    from inoculate.experiment import run_experiment
+    from inoculate.screen import ScreenResult
+    from inoculate.screen_validation import validate_screen, validation_markdown
+
+    t0 = time.perf_counter()
+    outcome = run_experiment(HERE / "screen_validation.yaml", args.out, seeds=args.seeds)
+    print(f"run: {outcome.seconds:.0f} s ({len(outcome.matrix.ran)} cells ran, {len(outcome.matrix.cached)} cached)")
+    screen = ScreenResult.model_validate_json((args.out / "screen" / "screen.json").read_text())
+    from rich.console import Console
+
+    Console(width=180).print(screen.table())
+    v = validate_screen(args.out)
+    print(v.summary())
+    write_text_atomic(args.out / "screen" / "validation.md", validation_markdown(v))
+    if not args.no_dynamics:
+        dynamics_figures(args.out, ["baseline", "standard"], args.every)
+    print(f"total {time.perf_counter() - t0:.0f} s; outputs in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
