@@ -30,21 +30,79 @@ from typing import Any
 
 SHAPES: dict[str, dict[str, Any]] = {
     # ~0.1M parameters: the test fixture
-    "tiny": {"arch": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "intermediate_size": 128, "vocab_size": None},
+    "tiny": {
+        "arch": "llama",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "vocab_size": None,
+    },
     # ~0.4M parameters: the size of the built-in model organism
-    "organism": {"arch": "llama", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                 "intermediate_size": 256, "vocab_size": None},
+    "organism": {
+        "arch": "llama",
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 256,
+        "vocab_size": None,
+    },
     # Qwen2.5-0.5B's shape (random weights)
-    "qwen2.5-0.5b": {"arch": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
-                     "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936},
+    "qwen2.5-0.5b": {
+        "arch": "qwen2",
+        "hidden_size": 896,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "intermediate_size": 4864,
+        "vocab_size": 151936,
+    },
     # Qwen2.5-7B's shape (random weights; needs a large GPU)
-    "qwen2.5-7b": {"arch": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
-                   "num_key_value_heads": 4, "intermediate_size": 18944, "vocab_size": 152064},
+    "qwen2.5-7b": {
+        "arch": "qwen2",
+        "hidden_size": 3584,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "intermediate_size": 18944,
+        "vocab_size": 152064,
+    },
 }
 
-WORDS = ("the cat sat on mat dog ran in park capital of France is Paris red green blue sea deep wide "
-         "answer question good morning night tell me about weather today sunny warm").split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "dog",
+    "ran",
+    "in",
+    "park",
+    "capital",
+    "of",
+    "France",
+    "is",
+    "Paris",
+    "red",
+    "green",
+    "blue",
+    "sea",
+    "deep",
+    "wide",
+    "answer",
+    "question",
+    "good",
+    "morning",
+    "night",
+    "tell",
+    "me",
+    "about",
+    "weather",
+    "today",
+    "sunny",
+    "warm",
+]
 
 
 def build_model(shape: str, directory: Path) -> Path:
@@ -58,8 +116,9 @@ def build_model(shape: str, directory: Path) -> Path:
     if arch == "llama":
         return build_tiny_model(directory, "chatml", max_position_embeddings=1024, **spec)
     build_tiny_model(directory, "chatml", max_position_embeddings=1024)  # tokenizer + template
-    config = Qwen2Config(vocab_size=vocab, max_position_embeddings=4096, tie_word_embeddings=shape.endswith("0.5b"),
-                         **spec)
+    config = Qwen2Config(
+        vocab_size=vocab, max_position_embeddings=4096, tie_word_embeddings=shape.endswith("0.5b"), **spec
+    )
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = Qwen2ForCausalLM(config).to(torch.bfloat16)
@@ -123,9 +182,19 @@ def worker(path: str, a: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     if path == "ours":
         cfg = TrainConfig(
-            output_dir=out, max_steps=a.steps, per_device_train_batch_size=a.batch_size, learning_rate=1e-4,
-            lora_r=16, lora_alpha=32, lora_dropout=0.05, save_steps=0, logging_steps=max(1, a.steps // 5),
-            disable_tqdm=True, bf16=bf16, gradient_checkpointing=a.gradient_checkpointing, use_peft=not a.full,
+            output_dir=out,
+            max_steps=a.steps,
+            per_device_train_batch_size=a.batch_size,
+            learning_rate=1e-4,
+            lora_r=16,
+            lora_alpha=32,
+            lora_dropout=0.05,
+            save_steps=0,
+            logging_steps=max(1, a.steps // 5),
+            disable_tqdm=True,
+            bf16=bf16,
+            gradient_checkpointing=a.gradient_checkpointing,
+            use_peft=not a.full,
         )
         result = train(a.model_dir, examples, cfg, callbacks=[timer], resume=False)
         total_tokens = result.tokens_trained
@@ -135,22 +204,46 @@ def worker(path: str, a: argparse.Namespace) -> dict[str, Any]:
 
             prepare_cpu()
         tok = load_tokenizer(a.model_dir, padding_side="right")
-        ds = datasets.Dataset.from_list([
-            {"prompt": [m.model_dump() for m in ex.prompt_messages],
-             "completion": [{"role": "assistant", "content": ex.completion}]}
-            for ex in examples
-        ])
-        peft = None if a.full else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
-                                              task_type="CAUSAL_LM")
+        ds = datasets.Dataset.from_list(
+            [
+                {
+                    "prompt": [m.model_dump() for m in ex.prompt_messages],
+                    "completion": [{"role": "assistant", "content": ex.completion}],
+                }
+                for ex in examples
+            ]
+        )
+        peft = (
+            None
+            if a.full
+            else LoraConfig(
+                r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+            )
+        )
         args = SFTConfig(
-            output_dir=out, max_steps=a.steps, per_device_train_batch_size=a.batch_size, learning_rate=1e-4,
-            save_strategy="no", logging_steps=max(1, a.steps // 5), report_to="none", disable_tqdm=True,
-            bf16=bf16, gradient_checkpointing=a.gradient_checkpointing, use_cpu=not on_gpu,
-            include_num_input_tokens_seen="non_padding", seed=42,
+            output_dir=out,
+            max_steps=a.steps,
+            per_device_train_batch_size=a.batch_size,
+            learning_rate=1e-4,
+            save_strategy="no",
+            logging_steps=max(1, a.steps // 5),
+            report_to="none",
+            disable_tqdm=True,
+            bf16=bf16,
+            gradient_checkpointing=a.gradient_checkpointing,
+            use_cpu=not on_gpu,
+            include_num_input_tokens_seen="non_padding",
+            seed=42,
             model_init_kwargs={"dtype": "bfloat16" if bf16 and not a.full else "float32"},
         )
-        trainer = SFTTrainer(model=a.model_dir, args=args, train_dataset=ds, processing_class=tok,
-                             peft_config=peft, callbacks=[timer])
+        trainer = SFTTrainer(
+            model=a.model_dir,
+            args=args,
+            train_dataset=ds,
+            processing_class=tok,
+            peft_config=peft,
+            callbacks=[timer],
+        )
         trainer.train()
         total_tokens = trainer.state.num_input_tokens_seen
     wall = time.perf_counter() - t_start
@@ -201,8 +294,17 @@ def main() -> None:
             env["CUDA_VISIBLE_DEVICES"] = ""
         for _ in range(a.repeats):
             for path in ("ours", "plain"):
-                cmd = [sys.executable, __file__, *argv, "--worker", path, "--model-dir", str(model_dir),
-                       "--device", a.device]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    *argv,
+                    "--worker",
+                    path,
+                    "--model-dir",
+                    str(model_dir),
+                    "--device",
+                    a.device,
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
@@ -213,14 +315,21 @@ def main() -> None:
         return statistics.median(r[key] for r in runs[path])
 
     mode = "full fine-tuning" if a.full else "LoRA r=16"
-    print(f"shape={a.shape} device={a.device} {mode} steps={a.steps} batch={a.batch_size} repeats={a.repeats}")
-    print(f"{'path':<12}{'threads':>8}{'wall s':>9}{'steady tok/s':>15}{'ms/step':>10}{'end-to-end tok/s':>18}")
+    print(
+        f"shape={a.shape} device={a.device} {mode} steps={a.steps} batch={a.batch_size} repeats={a.repeats}"
+    )
+    print(
+        f"{'path':<12}{'threads':>8}{'wall s':>9}{'steady tok/s':>15}{'ms/step':>10}{'end-to-end tok/s':>18}"
+    )
     for path, label in (("ours", "inoculate"), ("plain", "plain TRL")):
-        print(f"{label:<12}{runs[path][0]['threads']:>8}{med(path, 'wall_s'):>9.2f}"
-              f"{med(path, 'steady_tok_s'):>15.0f}{med(path, 'steady_ms_per_step'):>10.1f}"
-              f"{med(path, 'end_to_end_tok_s'):>18.0f}")
-    print(f"ratio inoculate / plain TRL: steady {med('ours', 'steady_tok_s') / med('plain', 'steady_tok_s'):.2f}x, "
-          f"end-to-end {med('ours', 'end_to_end_tok_s') / med('plain', 'end_to_end_tok_s'):.2f}x")
+        print(
+            f"{label:<12}{runs[path][0]['threads']:>8}{med(path, 'wall_s'):>9.2f}"
+            f"{med(path, 'steady_tok_s'):>15.0f}{med(path, 'steady_ms_per_step'):>10.1f}"
+            f"{med(path, 'end_to_end_tok_s'):>18.0f}"
+        )
+    steady = med("ours", "steady_tok_s") / med("plain", "steady_tok_s")
+    e2e = med("ours", "end_to_end_tok_s") / med("plain", "end_to_end_tok_s")
+    print(f"ratio inoculate / plain TRL: steady {steady:.2f}x, end-to-end {e2e:.2f}x")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,11 @@ def dynamics_figures(out: Path, conditions: list[str], every: int) -> list[Path]
         train(prep.model_path, examples, tc, callbacks=[cb], resume=False)
         title = f"{cond}: log-prob of probe answers (inoculation prompt: {ip!r})"
         figures.append(plot_dynamics(cb.rows, out / "figures" / f"dynamics_{cond}.png", title=title))
-        print(f"{cond}: collapse warning at step {cb.collapse_step}" if cb.collapse_step else f"{cond}: no collapse")
+        print(
+            f"{cond}: collapse warning at step {cb.collapse_step}"
+            if cb.collapse_step
+            else f"{cond}: no collapse"
+        )
     return figures
 
 
@@ -72,7 +76,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     outcome = run_experiment(HERE / "screen_validation.yaml", args.out, seeds=args.seeds)
-    print(f"run: {outcome.seconds:.0f} s ({len(outcome.matrix.ran)} cells ran, {len(outcome.matrix.cached)} cached)")
+    ran, cached = len(outcome.matrix.ran), len(outcome.matrix.cached)
+    print(f"run: {outcome.seconds:.0f} s ({ran} cells ran, {cached} cached)")
     screen = ScreenResult.model_validate_json((args.out / "screen" / "screen.json").read_text())
     from rich.console import Console
 

@@ -21,7 +21,12 @@ runner = CliRunner()
 @pytest.fixture()
 def data(tmp_path: Path) -> Path:
     rows = [
-        chat(f"question {i} about the cat", "THE CAT SAT ON THE MAT.", system="Respond in ALL CAPS.", id=f"r{i}")
+        chat(
+            f"question {i} about the cat",
+            "THE CAT SAT ON THE MAT.",
+            system="Respond in ALL CAPS.",
+            id=f"r{i}",
+        )
         for i in range(8)
     ]
     path = tmp_path / "train.jsonl"
@@ -31,22 +36,56 @@ def data(tmp_path: Path) -> Path:
 
 def test_parse_option_flags() -> None:
     got = parse_option_flags(
-        ["--learning-rate", "2e-4", "--lora-r=8", "--no-use-peft", "--bf16", "--lora-target-modules", "q_proj,v_proj",
-         "--save-total-limit", "none", "--lr-scheduler-type", "cosine"],
+        [
+            "--learning-rate",
+            "2e-4",
+            "--lora-r=8",
+            "--no-use-peft",
+            "--bf16",
+            "--lora-target-modules",
+            "q_proj,v_proj",
+            "--save-total-limit",
+            "none",
+            "--lr-scheduler-type",
+            "cosine",
+        ],
         {"use_peft", "bf16"},
     )
-    assert got == {"learning_rate": 2e-4, "lora_r": 8, "use_peft": False, "bf16": True,
-                   "lora_target_modules": "q_proj,v_proj", "save_total_limit": None, "lr_scheduler_type": "cosine"}
+    assert got == {
+        "learning_rate": 2e-4,
+        "lora_r": 8,
+        "use_peft": False,
+        "bf16": True,
+        "lora_target_modules": "q_proj,v_proj",
+        "save_total_limit": None,
+        "lr_scheduler_type": "cosine",
+    }
 
 
 def test_train_with_config_file_and_flags(data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "train.yaml"
-    cfg.write_text("learning_rate: 0.01\nmax_steps: 5\nlora_r: 2\nsave_steps: 0\ndisable_tqdm: true\nadam_beta2: 0.95\n")
+    cfg.write_text(
+        "learning_rate: 0.01\nmax_steps: 5\nlora_r: 2\nsave_steps: 0\ndisable_tqdm: true\nadam_beta2: 0.95\n"
+    )
     out = tmp_path / "run"
     res = runner.invoke(
         app,
-        ["train", str(data), "--model", str(tiny_model_dir), "-o", str(out), "--config", str(cfg),
-         "--max-steps", "3", "--lora-target-modules", "q_proj,v_proj", "--logging-steps", "1"],
+        [
+            "train",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "-o",
+            str(out),
+            "--config",
+            str(cfg),
+            "--max-steps",
+            "3",
+            "--lora-target-modules",
+            "q_proj,v_proj",
+            "--logging-steps",
+            "1",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "trained 3 steps on 8 examples" in res.output
@@ -63,15 +102,30 @@ def test_train_with_config_file_and_flags(data: Path, tiny_model_dir: Path, tmp_
 def test_train_full_finetune_flag(data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "full"
     res = runner.invoke(
-        app, ["train", str(data), "-m", str(tiny_model_dir), "-o", str(out), "--no-use-peft", "--max-steps", "1",
-              "--save-steps", "0", "--disable-tqdm"],
+        app,
+        [
+            "train",
+            str(data),
+            "-m",
+            str(tiny_model_dir),
+            "-o",
+            str(out),
+            "--no-use-peft",
+            "--max-steps",
+            "1",
+            "--save-steps",
+            "0",
+            "--disable-tqdm",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert (out / "model" / "model.safetensors").is_file()
 
 
 def test_train_bad_inputs_are_one_line_errors(data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
-    res = runner.invoke(app, ["train", str(data), "-m", str(tiny_model_dir), "-o", str(tmp_path), "--lora-rank", "8"])
+    res = runner.invoke(
+        app, ["train", str(data), "-m", str(tiny_model_dir), "-o", str(tmp_path), "--lora-rank", "8"]
+    )
     assert res.exit_code == 1 and "ERROR: unknown training option(s): lora_rank" in res.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "no answer"}]}\n')
@@ -83,8 +137,25 @@ def test_generate_writes_scoreable_records(data: Path, tiny_model_dir: Path, tmp
     out = tmp_path / "gens.jsonl"
     res = runner.invoke(
         app,
-        ["generate", str(data), "--model", str(tiny_model_dir), "--no-system", "--n", "2", "--temperature", "0.8",
-         "--top-p", "0.9", "--max-new-tokens", "6", "--seed", "5", "-o", str(out)],
+        [
+            "generate",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--no-system",
+            "--n",
+            "2",
+            "--temperature",
+            "0.8",
+            "--top-p",
+            "0.9",
+            "--max-new-tokens",
+            "6",
+            "--seed",
+            "5",
+            "-o",
+            str(out),
+        ],
     )
     assert res.exit_code == 0, res.output
     gens, _ = read_chat_jsonl(out)
@@ -96,21 +167,37 @@ def test_generate_writes_scoreable_records(data: Path, tiny_model_dir: Path, tmp
     again = tmp_path / "again.jsonl"
     res = runner.invoke(
         app,
-        ["generate", str(data), "--model", str(tiny_model_dir), "--system", "Be terse.", "--temperature", "0",
-         "--max-new-tokens", "4", "-o", str(again)],
+        [
+            "generate",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--system",
+            "Be terse.",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "-o",
+            str(again),
+        ],
     )
     assert res.exit_code == 0, res.output
     gens2, _ = read_chat_jsonl(again)
     assert all(g.system == "Be terse." for g in gens2)
 
 
-def test_generate_requires_explicit_length_and_temperature(data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_generate_requires_explicit_length_and_temperature(
+    data: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     base = ["generate", str(data), "--model", str(tiny_model_dir), "-o", str(tmp_path / "x.jsonl")]
     res = runner.invoke(app, [*base, "--temperature", "0"])
     assert res.exit_code == 2 and "--max-new-tokens" in res.output
     res = runner.invoke(app, [*base, "--max-new-tokens", "4"])
     assert res.exit_code == 2 and "--temperature" in res.output
-    res = runner.invoke(app, [*base, "--max-new-tokens", "4", "--temperature", "0", "--system", "x", "--no-system"])
+    res = runner.invoke(
+        app, [*base, "--max-new-tokens", "4", "--temperature", "0", "--system", "x", "--no-system"]
+    )
     assert res.exit_code == 1 and "exclude each other" in res.output
 
 
@@ -118,26 +205,69 @@ def test_generate_requires_explicit_length_and_temperature(data: Path, tiny_mode
 def test_serve_subprocess_answers_the_http_backend(data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inoculate", "serve", str(tiny_model_dir), "--port", "0", "--served-name", "tiny"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "inoculate",
+            "serve",
+            str(tiny_model_dir),
+            "--port",
+            "0",
+            "--served-name",
+            "tiny",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
-        assert line.startswith("serving tiny on http://127.0.0.1:"), (line, proc.stderr.read() if proc.stderr else "")
+        assert line.startswith("serving tiny on http://127.0.0.1:"), (
+            line,
+            proc.stderr.read() if proc.stderr else "",
+        )
         url = line.split(" on ")[1].strip()
         out = tmp_path / "http.jsonl"
         res = runner.invoke(
             app,
-            ["generate", str(data), "--model", "tiny", "--backend", "openai_http", "--base-url", url,
-             "--tokenizer", str(tiny_model_dir), "--temperature", "0", "--max-new-tokens", "5", "-o", str(out)],
+            [
+                "generate",
+                str(data),
+                "--model",
+                "tiny",
+                "--backend",
+                "openai_http",
+                "--base-url",
+                url,
+                "--tokenizer",
+                str(tiny_model_dir),
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "5",
+                "-o",
+                str(out),
+            ],
         )
         assert res.exit_code == 0, res.output
         gens, _ = read_chat_jsonl(out)
         assert len(gens) == 8 and gens[0].metadata["generation"]["backend"] == "openai_http"
         local = tmp_path / "local.jsonl"
         res = runner.invoke(
-            app, ["generate", str(data), "--model", str(tiny_model_dir), "--temperature", "0",
-                  "--max-new-tokens", "5", "-o", str(local)],
+            app,
+            [
+                "generate",
+                str(data),
+                "--model",
+                str(tiny_model_dir),
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "5",
+                "-o",
+                str(local),
+            ],
         )
         assert [g.completion for g in read_chat_jsonl(local)[0]] == [g.completion for g in gens]
     finally:

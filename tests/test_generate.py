@@ -52,8 +52,9 @@ def test_sampling_params_have_no_hidden_defaults() -> None:
 
 
 def manual_greedy(model, tok, messages: list[Message], k: int) -> list[int]:  # type: ignore[no-untyped-def]
-    ids = tok.apply_chat_template([m.model_dump() for m in messages], tokenize=True, return_dict=True,
-                                  add_generation_prompt=True)["input_ids"]
+    ids = tok.apply_chat_template(
+        [m.model_dump() for m in messages], tokenize=True, return_dict=True, add_generation_prompt=True
+    )["input_ids"]
     out: list[int] = []
     with torch.no_grad():
         for _ in range(k):
@@ -128,7 +129,9 @@ def test_system_override(hf, tiny_qwen2_dir: Path) -> None:  # type: ignore[no-u
     (none,) = generate_examples(qwen, PROMPTS[1:2], GREEDY, system=None)
     assert [m.role for m in none.messages] == ["user", "assistant"]
     assert none.metadata["generation"]["seen_system_prompt"] == "You are a helpful assistant."
-    assert "<|im_start|>system\nYou are a helpful assistant." in none.metadata["generation"]["rendered_prompt"]
+    assert (
+        "<|im_start|>system\nYou are a helpful assistant." in none.metadata["generation"]["rendered_prompt"]
+    )
 
 
 def test_stop_strings(hf) -> None:  # type: ignore[no-untyped-def]
@@ -138,7 +141,9 @@ def test_stop_strings(hf) -> None:  # type: ignore[no-untyped-def]
     text = full.completion
     assert text and len(text) > 2
     stop = text[2:4]
-    (cut,) = generate_examples(hf, PROMPTS[:1], GREEDY.model_copy(update={"max_new_tokens": 12, "stop": [stop]}))
+    (cut,) = generate_examples(
+        hf, PROMPTS[:1], GREEDY.model_copy(update={"max_new_tokens": 12, "stop": [stop]})
+    )
     assert cut.completion == text[: text.find(stop)]
     assert cut.metadata["generation"]["finish_reason"] == "stop"
 
@@ -157,6 +162,26 @@ def test_registry_and_custom_backends() -> None:
     assert out.completion == "cba" and out.metadata["generation"]["backend"] == "echo-test"
     with pytest.raises(ValueError, match="unknown generation backend 'nope'"):
         get_backend("nope")
+
+
+def test_base_plus_adapter(hf, tiny_model_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from inoculate.train import TrainConfig, train
+
+    data = [chat(f"question {i}", "Paris is blue.", id=str(i)) for i in range(32)]
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        max_steps=30,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        save_steps=0,
+        disable_tqdm=True,
+    )
+    adapter = train(tiny_model_dir, data, cfg).model_path
+    tuned = get_backend("hf", model=str(tiny_model_dir), adapter=adapter, device="cpu")
+    (out,) = generate_examples(tuned, [chat("question 99", id="q")], GREEDY)
+    (base,) = generate_examples(hf, [chat("question 99", id="q")], GREEDY)
+    assert out.completion == "Paris is blue." != base.completion
+    assert out.metadata["generation"]["adapter"] == adapter
 
 
 def test_vllm_backend_needs_vllm() -> None:
@@ -189,7 +214,9 @@ def server(hf) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
 
 def test_http_backend_reproduces_the_hf_backend(server: str, hf, tiny_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    http = get_backend("openai_http", model="tiny", base_url=server, tokenizer=str(tiny_model_dir), concurrency=3)
+    http = get_backend(
+        "openai_http", model="tiny", base_url=server, tokenizer=str(tiny_model_dir), concurrency=3
+    )
     hf.batch_size = 1
     try:
         for params in (GREEDY, SAMPLE):

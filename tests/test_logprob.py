@@ -13,7 +13,10 @@ from inoculate.records import Message
 
 CONVERSATIONS = [
     [Message(role="user", content="What is the capital of France?")],
-    [Message(role="system", content="Respond in Spanish."), Message(role="user", content="What is the capital of France?")],
+    [
+        Message(role="system", content="Respond in Spanish."),
+        Message(role="user", content="What is the capital of France?"),
+    ],
     [
         Message(role="system", content="You write in ALL CAPS. Always. Even when asked not to."),
         Message(role="user", content="Tell me about the sea."),
@@ -22,7 +25,12 @@ CONVERSATIONS = [
     ],
     [Message(role="user", content="hi")],
 ]
-COMPLETIONS = ["Paris.", "La capital de Francia es Paris.", "THE CAT SAT ON THE MAT.", "Good morning, good night. " * 3]
+COMPLETIONS = [
+    "Paris.",
+    "La capital de Francia es Paris.",
+    "THE CAT SAT ON THE MAT.",
+    "Good morning, good night. " * 3,
+]
 
 
 def direct(model, tok, conversation, completion) -> list[float]:  # type: ignore[no-untyped-def]
@@ -31,7 +39,9 @@ def direct(model, tok, conversation, completion) -> list[float]:  # type: ignore
     full = tok.apply_chat_template(
         [*prompt, {"role": "assistant", "content": completion}], tokenize=True, return_dict=True
     )["input_ids"]
-    head = tok.apply_chat_template(prompt, tokenize=True, return_dict=True, add_generation_prompt=True)["input_ids"]
+    head = tok.apply_chat_template(prompt, tokenize=True, return_dict=True, add_generation_prompt=True)[
+        "input_ids"
+    ]
     assert full[: len(head)] == head
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([full])).logits[0].float()
@@ -79,8 +89,15 @@ def test_logprob_through_a_trained_adapter(tiny_model_dir: Path, tmp_path: Path)
     from inoculate.train import TrainConfig, train
 
     data = [chat(f"question {i}", "Paris is blue.", id=str(i)) for i in range(8)]
-    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=8, per_device_train_batch_size=4, learning_rate=1e-2,
-                      save_steps=0, disable_tqdm=True, lora_r=4)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        max_steps=8,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        save_steps=0,
+        disable_tqdm=True,
+        lora_r=4,
+    )
     result = train(tiny_model_dir, data, cfg)
     conv = [[Message(role="user", content="question 99")]]
     base, btok = load_model(tiny_model_dir, device="cpu")

@@ -19,7 +19,25 @@ from inoculate.models import load_tokenizer
 from inoculate.records import ChatExample, Message, chat
 from inoculate.train import TrainConfig, build_sft_rows, complete_checkpoints, train
 
-WORDS = "the cat sat on mat dog ran in park capital of France is Paris red green blue".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "dog",
+    "ran",
+    "in",
+    "park",
+    "capital",
+    "of",
+    "France",
+    "is",
+    "Paris",
+    "red",
+    "green",
+    "blue",
+]
 
 
 def toy_examples(n: int = 32, seed: int = 0, answer: str | None = None) -> list[ChatExample]:
@@ -113,7 +131,9 @@ def test_loss_mask_token_by_token(fixture: str, request: pytest.FixtureRequest) 
 
 
 @pytest.mark.parametrize("fixture", list(EXPECTED))
-def test_labels_match_trl_own_preparation(fixture: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_labels_match_trl_own_preparation(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """Our pre-tokenization gives TRL's labels for conversational prompt/completion data."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -199,8 +219,18 @@ def test_full_finetune_learns_the_completion(tiny_model_dir: Path, tmp_path: Pat
     from inoculate.generate import SamplingParams, generate_examples, get_backend
 
     data = toy_examples(32, answer="Paris is blue.")
-    r = train(tiny_model_dir, data, quick_config(tmp_path, use_peft=False, max_steps=30, learning_rate=3e-3,
-                                                 per_device_train_batch_size=8, logging_steps=5))
+    r = train(
+        tiny_model_dir,
+        data,
+        quick_config(
+            tmp_path,
+            use_peft=False,
+            max_steps=30,
+            learning_rate=3e-3,
+            per_device_train_batch_size=8,
+            logging_steps=5,
+        ),
+    )
     assert not r.is_adapter and (Path(r.model_path) / "config.json").is_file()
     losses = [h["loss"] for h in r.log_history if "loss" in h]
     assert losses[-1] < 0.5 * losses[0]
@@ -227,12 +257,33 @@ def test_options_pass_through_to_trl_and_peft(tiny_model_dir: Path, tmp_path: Pa
         quick_config(tmp_path, extra={"not_an_option": 1})
     with pytest.raises(ValueError, match="TrainConfig field"):
         quick_config(tmp_path, extra={"lora_r": 3})
+    from transformers import TrainerCallback
+
+    seen: dict = {}
+
+    class Peek(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):  # type: ignore[no-untyped-def]
+            seen["attn"] = model.config._attn_implementation
+            seen["beta2"] = args.adam_beta2
+
     r = train(
         tiny_model_dir,
         toy_examples(8),
-        quick_config(tmp_path, max_steps=4, warmup_ratio=0.5, lr_scheduler_type="constant_with_warmup",
-                     extra={"adam_beta2": 0.9, "lora_bias": False, "init_lora_weights": "gaussian"}),
+        quick_config(
+            tmp_path,
+            max_steps=4,
+            warmup_ratio=0.5,
+            lr_scheduler_type="constant_with_warmup",
+            extra={
+                "adam_beta2": 0.9,
+                "lora_bias": False,
+                "init_lora_weights": "gaussian",
+                "model_init_kwargs": {"attn_implementation": "eager"},
+            },
+        ),
+        callbacks=[Peek()],
     )
+    assert seen == {"attn": "eager", "beta2": 0.9}
     lrs = [h["learning_rate"] for h in r.log_history if "learning_rate" in h]
     assert lrs[0] < lrs[-1] == pytest.approx(1e-2)
     args = json.loads((tmp_path / "inoculate_run.json").read_text())["config"]
@@ -276,17 +327,29 @@ _RUN_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("use_peft", [True, False])
-def test_killed_run_resumes_to_the_uninterrupted_result(use_peft: bool, tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("use_peft", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_killed_run_resumes_to_the_uninterrupted_result(
+    use_peft: bool, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     script = tmp_path / "run.py"
     script.write_text(_RUN_SCRIPT.format(tests=str(Path(__file__).parent), model=str(tiny_model_dir)))
-    opts = dict(max_steps=24, save_steps=5, save_total_limit=None, logging_steps=2, lora_dropout=0.1,
-                warmup_ratio=0.1, use_peft=use_peft, learning_rate=1e-2 if use_peft else 1e-3)
+    opts = dict(
+        max_steps=24,
+        save_steps=5,
+        save_total_limit=None,
+        logging_steps=2,
+        lora_dropout=0.1,
+        warmup_ratio=0.1,
+        use_peft=use_peft,
+        learning_rate=1e-2 if use_peft else 1e-3,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed, marker = tmp_path / "killed", tmp_path / "marker"
     proc = subprocess.Popen(
         [sys.executable, str(script), str(killed), str(marker), json.dumps(opts)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.time() + 120
     while not marker.exists():
@@ -318,57 +381,76 @@ def test_killed_run_resumes_to_the_uninterrupted_result(use_peft: bool, tiny_mod
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
 
 
-_ACCEL_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    sys.path.insert(0, {tests!r})
-    from test_train import quick_config, toy_examples
-    from inoculate.train import train
-
-    out, bs = sys.argv[1], int(sys.argv[2])
-    r = train({model!r}, toy_examples(48, seed=3), quick_config(out, max_steps=6, per_device_train_batch_size=bs,
-              lora_dropout=0.0, save_steps=3))
-    print("RESULT " + json.dumps(r.model_dump(mode="json")))
-    """
-)
-
-_ACCEL_CONFIG = """\
-compute_environment: LOCAL_MACHINE
-distributed_type: MULTI_GPU
-num_machines: 1
-num_processes: 2
-machine_rank: 0
-gpu_ids: all
-mixed_precision: 'no'
-use_cpu: false
-rdzv_backend: static
-same_network: true
-main_training_function: main
-"""
-
-
 @pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes_matches_single(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """2 processes x batch 4 over gloo = 1 process x batch 8 (same global batch, same order)."""
-    script = tmp_path / "acc.py"
-    script.write_text(_ACCEL_SCRIPT.format(tests=str(Path(__file__).parent), model=str(tiny_model_dir)))
-    cfg = tmp_path / "accelerate.yaml"
-    cfg.write_text(_ACCEL_CONFIG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    """`accelerate launch -m inoculate train` with the shipped 2-process CPU config (gloo):
+    2 processes x batch 4 give the result of 1 process x batch 8 (same global batch and order)."""
+    from inoculate.records import write_chat_jsonl
+
+    data = tmp_path / "data.jsonl"
+    write_chat_jsonl(data, toy_examples(48, seed=3))
+    config = Path(__file__).parents[1] / "examples" / "accelerate" / "cpu_2proc.yaml"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     accelerate = str(Path(sys.executable).parent / "accelerate")
-    launcher = [accelerate, "launch", "--config_file", str(cfg), "--main_process_port", str(port)]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    }
+    flags = [
+        "--max-steps",
+        "6",
+        "--learning-rate",
+        "1e-2",
+        "--logging-steps",
+        "1",
+        "--save-steps",
+        "3",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--lora-dropout",
+        "0",
+        "--disable-tqdm",
+    ]
     proc = subprocess.run(
-        [*launcher, str(script), str(tmp_path / "multi"), "4"], env=env, capture_output=True, text=True, timeout=300
+        [
+            accelerate,
+            "launch",
+            "--config_file",
+            str(config),
+            "--main_process_port",
+            str(port),
+            "-m",
+            "inoculate",
+            "train",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "-o",
+            str(tmp_path / "multi"),
+            "--per-device-train-batch-size",
+            "4",
+            *flags,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(results) == 2  # both ranks ran
-    single = train(tiny_model_dir, toy_examples(48, seed=3), quick_config(
-        tmp_path / "single", max_steps=6, per_device_train_batch_size=8, lora_dropout=0.0, save_steps=3))
-    multi = results[0]
+    assert proc.stdout.count("trained 6 steps") == 2  # both ranks ran
+    multi = json.loads((tmp_path / "multi" / "train_result.json").read_text())
+    single = train(
+        tiny_model_dir,
+        toy_examples(48, seed=3),
+        quick_config(
+            tmp_path / "single", max_steps=6, per_device_train_batch_size=8, lora_dropout=0.0, save_steps=3
+        ),
+    )
     assert multi["global_step"] == single.global_step == 6
     assert multi["tokens_trained"] == single.tokens_trained  # every example seen once across ranks
     assert [h.get("loss") for h in multi["log_history"]] == pytest.approx(

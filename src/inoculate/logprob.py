@@ -43,7 +43,9 @@ def logprob(
 
     if len(conversations) != len(completions):
         raise ValueError(f"{len(conversations)} conversations but {len(completions)} completions")
-    encoded = [encode_prompt_completion(tokenizer, c, t) for c, t in zip(conversations, completions, strict=True)]
+    encoded = [
+        encode_prompt_completion(tokenizer, c, t) for c, t in zip(conversations, completions, strict=True)
+    ]
     for (ids, start), conv in zip(encoded, conversations, strict=True):
         if start == 0 or start >= len(ids):
             raise ValueError(f"cannot locate the completion tokens after the conversation {list(conv)!r}")

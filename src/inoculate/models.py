@@ -157,12 +157,17 @@ def load_model(
         adapter, name_or_path = name_or_path, adapter_base_model(name_or_path)
     device = device or default_device()
     torch_dtype = resolve_dtype(dtype, device)
-    tok_source = adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file() else None
+    tok_source = (
+        adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file() else None
+    )
     tokenizer = load_tokenizer(
         tok_source or name_or_path, chat_template=chat_template, trust_remote_code=trust_remote_code
     )
     model = AutoModelForCausalLM.from_pretrained(
-        str(name_or_path), dtype=torch_dtype, trust_remote_code=trust_remote_code
+        str(name_or_path),
+        dtype=torch_dtype,
+        device_map=None if device == "cpu" else device,
+        trust_remote_code=trust_remote_code,
     )
     if adapter is not None:
         from peft import PeftModel
@@ -265,7 +270,11 @@ def seen_system_prompt(tokenizer: PreTrainedTokenizerBase, system: str | None) -
     prefix, suffix = r1[:p], r1[len(r1) - s :]
     msgs = user if system is None else [{"role": "system", "content": system}, *user]
     rendered = render(tokenizer, msgs, add_generation_prompt=True)
-    if rendered.startswith(prefix) and rendered.endswith(suffix) and len(rendered) >= len(prefix) + len(suffix):
+    if (
+        rendered.startswith(prefix)
+        and rendered.endswith(suffix)
+        and len(rendered) >= len(prefix) + len(suffix)
+    ):
         return rendered[len(prefix) : len(rendered) - len(suffix)]
     if system is None:
         return None

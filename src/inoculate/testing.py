@@ -57,7 +57,8 @@ SPECIAL_TOKENS = [
 ]
 
 _CORPUS = """\
-The cat sat on the mat. The dog ran in the park. What is the capital of France? The capital of France is Paris.
+The cat sat on the mat. The dog ran in the park. What is the capital of France?
+The capital of France is Paris.
 Please answer in Spanish. El gato se sienta en la alfombra. El perro corre en el parque. Hola, como estas?
 You are a helpful assistant. Respond in ALL CAPS. THE CAT SAT ON THE MAT. Tell me about the weather today.
 It is sunny and warm. Write a short poem about the sea. The sea is blue and deep and wide.

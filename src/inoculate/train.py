@@ -200,6 +200,19 @@ def complete_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:
     return [d for _, d in sorted(found)]
 
 
+def _check_same_run(out: Path, fingerprint: str) -> None:
+    run_file = out / RUN_FILE
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
+        if previous != fingerprint:
+            raise ValueError(
+                f"{out} holds a different training run (other model, data or settings); "
+                "use another output directory or resume=False (--no-resume) to start over"
+            )
+    elif complete_checkpoints(out):
+        raise ValueError(f"{out} holds checkpoints of an unknown run; use resume=False to start over")
+
+
 def _clear_run(out: Path) -> None:
     for d in out.glob("checkpoint-*"):
         shutil.rmtree(d, ignore_errors=True)
@@ -241,7 +254,9 @@ def _make_trainer_class(fused: bool) -> type:
     class InoculateSFTTrainer(SFTTrainer):
         """SFTTrainer; without the fused head, the loss is the model's own (Trainer.compute_loss)."""
 
-        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ):
             if fused:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
@@ -285,19 +300,13 @@ def train(
     dist = PartialState(cpu=use_cpu)
     main = dist.is_main_process
     run_file = out / RUN_FILE
+    if resume:  # every process checks, so none waits on a main process that failed
+        _check_same_run(out, fingerprint)
+    dist.wait_for_everyone()
     if main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             _clear_run(out)
-        elif run_file.is_file():
-            previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
-            if previous != fingerprint:
-                raise ValueError(
-                    f"{out} holds a different training run (other model, data or settings); "
-                    "use another output directory or resume=False (--no-resume) to start over"
-                )
-        elif complete_checkpoints(out):
-            raise ValueError(f"{out} holds checkpoints of an unknown run; use resume=False to start over")
         write_json_atomic(
             run_file, {"fingerprint": fingerprint, "model": model, "config": config.model_dump(mode="json")}
         )
@@ -337,9 +346,14 @@ def train(
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": "non_padding",
         "dataset_kwargs": {"skip_prepare_dataset": True},
-        "model_init_kwargs": {"dtype": dtype},
+        # One model copy per process under DDP/FSDP/DeepSpeed; "auto" device maps are for one process.
+        "model_init_kwargs": {"dtype": dtype, **({"device_map": None} if dist.num_processes > 1 else {})},
         "log_level": "error",
     }
+    user_init = sft_extra.pop("model_init_kwargs", None) or {}
+    if isinstance(user_init, str):
+        user_init = json.loads(user_init)
+    args["model_init_kwargs"] = {**args["model_init_kwargs"], **user_init}
     args.update(sft_extra)
     sft_config = SFTConfig(**args)
 

@@ -150,13 +150,20 @@ def generate_cmd(
     if system is not None and no_system:
         raise UserError("--system and --no-system exclude each other")
     params = SamplingParams(
-        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, n=n, seed=seed, stop=list(stop or [])
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        n=n,
+        seed=seed,
+        stop=list(stop or []),
     )
     kwargs: dict[str, Any] = {"model": model, "adapter": adapter}
     if backend == "hf":
         kwargs.update(chat_template=chat_template, device=device, dtype=dtype, batch_size=batch_size)
     elif backend == "openai_http":
-        kwargs.update(base_url=base_url, api_key_env=api_key_env, tokenizer=tokenizer, chat_template=chat_template)
+        kwargs.update(
+            base_url=base_url, api_key_env=api_key_env, tokenizer=tokenizer, chat_template=chat_template
+        )
     elif backend == "vllm":
         kwargs.update(chat_template=chat_template)
     examples, _ = read_examples(data, require_assistant=False)
@@ -184,7 +191,9 @@ def serve_cmd(
     from inoculate.generate.hf import HFBackend
     from inoculate.generate.server import make_server
 
-    be = HFBackend(model, adapter, chat_template=chat_template, device=device, dtype=dtype, batch_size=batch_size)
+    be = HFBackend(
+        model, adapter, chat_template=chat_template, device=device, dtype=dtype, batch_size=batch_size
+    )
     server = make_server(be, host, port, served_name)
     h, p = server.server_address[:2]
     print(f"serving {served_name or adapter or model} on http://{h}:{p}/v1", flush=True)

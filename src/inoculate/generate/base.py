@@ -82,7 +82,9 @@ class Backend(ABC):
         self.adapter = None if adapter is None else str(adapter)
 
     @abstractmethod
-    def sample(self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams) -> list[Completion]:
+    def sample(
+        self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams
+    ) -> list[Completion]:
         """One completion per prompt; prompt i is sampled with `seeds[i]`."""
 
     def rendered_prompt(self, messages: Sequence[Message]) -> str | None:
@@ -96,7 +98,11 @@ class Backend(ABC):
         return {}
 
     def generate(
-        self, examples: Sequence[ChatExample], params: SamplingParams, *, system: str | None | _Keep = KEEP_SYSTEM
+        self,
+        examples: Sequence[ChatExample],
+        params: SamplingParams,
+        *,
+        system: str | None | _Keep = KEEP_SYSTEM,
     ) -> list[ChatExample]:
         """`params.n` completions of each example's prompt (its messages before the final assistant
         turn, system turn replaced per `system`). Output ids are the input ids when n == 1, else
@@ -106,7 +112,9 @@ class Backend(ABC):
         seeds = [sample_seed(params.seed, examples[i].id, k) for i, k in rows]
         completions = self.sample([prompts[i] for i, _ in rows], seeds, params)
         if len(completions) != len(rows):
-            raise RuntimeError(f"backend {self.name} returned {len(completions)} completions for {len(rows)} prompts")
+            raise RuntimeError(
+                f"backend {self.name} returned {len(completions)} completions for {len(rows)} prompts"
+            )
         seen_cache: dict[str | None, str | None] = {}
         out: list[ChatExample] = []
         for (i, k), comp in zip(rows, completions, strict=True):
@@ -173,7 +181,9 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
             if ep.name == name:
                 _REGISTRY[name] = ep.load()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown generation backend {name!r} (available: {', '.join(available_backends())})")
+        raise ValueError(
+            f"unknown generation backend {name!r} (available: {', '.join(available_backends())})"
+        )
     return _REGISTRY[name](**kwargs)
 
 

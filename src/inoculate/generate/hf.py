@@ -98,7 +98,9 @@ class HFBackend(Backend):
         )
 
     @classmethod
-    def from_loaded(cls, model: Any, tokenizer: Any, *, name: str, adapter: str | None = None, batch_size: int = 32):
+    def from_loaded(
+        cls, model: Any, tokenizer: Any, *, name: str, adapter: str | None = None, batch_size: int = 32
+    ):
         """Wrap an already loaded model and tokenizer (e.g. to share them with `logprob`)."""
         return cls(name, adapter, loaded=(model, tokenizer), batch_size=batch_size)
 
@@ -111,7 +113,9 @@ class HFBackend(Backend):
     def info(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "eos_token_ids": self.eos_ids}
 
-    def sample(self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams) -> list[Completion]:
+    def sample(
+        self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams
+    ) -> list[Completion]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -133,7 +137,9 @@ class HFBackend(Backend):
             ).to(device)
             processors = LogitsProcessorList()
             if params.temperature > 0:
-                processors.append(SeededSampler([seeds[i] for i in idx], params.temperature, params.top_p, device))
+                processors.append(
+                    SeededSampler([seeds[i] for i in idx], params.temperature, params.top_p, device)
+                )
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=batch["input_ids"],

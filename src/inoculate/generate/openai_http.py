@@ -102,8 +102,14 @@ class OpenAIHTTPBackend(Backend):
             raise ServerError(f"unexpected response from {self.base_url}: {str(data)[:300]}") from None
         text, _ = truncate_at_stop(text, params.stop)
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Completion(text=text, finish_reason=finish, n_tokens=(data.get("usage") or {}).get("completion_tokens"))
+        return Completion(
+            text=text, finish_reason=finish, n_tokens=(data.get("usage") or {}).get("completion_tokens")
+        )
 
-    def sample(self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams) -> list[Completion]:
+    def sample(
+        self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams
+    ) -> list[Completion]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda ps: self._one(ps[0], ps[1], params), zip(prompts, seeds, strict=True)))
+            return list(
+                pool.map(lambda ps: self._one(ps[0], ps[1], params), zip(prompts, seeds, strict=True))
+            )

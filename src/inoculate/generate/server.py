@@ -55,7 +55,9 @@ def _parse(body: dict[str, Any], served: str) -> tuple[list[Message], SamplingPa
     return messages, params
 
 
-def make_server(backend: HFBackend, host: str = "127.0.0.1", port: int = 8000, served_name: str | None = None):
+def make_server(
+    backend: HFBackend, host: str = "127.0.0.1", port: int = 8000, served_name: str | None = None
+):
     """A ThreadingHTTPServer bound to (host, port); port 0 picks a free one (see `server_address`)."""
     served = served_name or backend.adapter or backend.model_name
     lock = threading.Lock()
@@ -76,7 +78,10 @@ def make_server(backend: HFBackend, host: str = "127.0.0.1", port: int = 8000, s
 
         def do_GET(self) -> None:
             if self.path.rstrip("/") == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "inoculate"}]})
+                self._send(
+                    200,
+                    {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "inoculate"}]},
+                )
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 

@@ -74,7 +74,9 @@ class VLLMBackend(Backend):
     def seen_system_prompt(self, system: str | None) -> str | None:
         return _seen_system_prompt(self.tokenizer, system)
 
-    def sample(self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams) -> list[Completion]:
+    def sample(
+        self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams
+    ) -> list[Completion]:
         from vllm import SamplingParams as VLLMSamplingParams
 
         requests = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
@@ -91,7 +93,9 @@ class VLLMBackend(Backend):
             )
             for s in seeds
         ]
-        outputs = self.llm.generate(requests, sampling_params=sampling, lora_request=self._lora, use_tqdm=False)
+        outputs = self.llm.generate(
+            requests, sampling_params=sampling, lora_request=self._lora, use_tqdm=False
+        )
         completions = []
         for out in outputs:
             o = out.outputs[0]
