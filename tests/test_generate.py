@@ -10,6 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from inoculate.errors import InputErrors
 from inoculate.generate import (
     KEEP_SYSTEM,
     Backend,
@@ -162,6 +163,28 @@ def test_registry_and_custom_backends() -> None:
     assert out.completion == "cba" and out.metadata["generation"]["backend"] == "echo-test"
     with pytest.raises(ValueError, match="unknown generation backend 'nope'"):
         get_backend("nope")
+
+
+def test_empty_completions_round_trip(tmp_path: Path) -> None:
+    """A model may stop at once: an empty generated turn is a valid record (not an input error)."""
+    from inoculate.records import read_chat_jsonl, write_chat_jsonl
+
+    @backend("silent-test")
+    class Silent(Backend):
+        def sample(
+            self, prompts: Sequence[list[Message]], seeds: Sequence[int], params: SamplingParams
+        ) -> list[Completion]:
+            return [Completion(text="", finish_reason="stop", n_tokens=0) for _ in prompts]
+
+    outs = generate_examples(get_backend("silent-test", model="none"), PROMPTS, GREEDY)
+    write_chat_jsonl(tmp_path / "g.jsonl", outs)
+    back, _ = read_chat_jsonl(tmp_path / "g.jsonl")
+    assert [b.completion for b in back] == ["", "", ""]
+    (tmp_path / "t.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}\n'
+    )
+    with pytest.raises(InputErrors, match="is empty"):
+        read_chat_jsonl(tmp_path / "t.jsonl")  # training data still may not have empty turns
 
 
 def test_base_plus_adapter(hf, tiny_model_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

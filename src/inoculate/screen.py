@@ -99,10 +99,13 @@ class ScreenConfig(BaseModel):
     samples_per_question: int = Field(1, ge=1)
     max_examples: int = Field(256, ge=1)
     """Training responses (and contrast pairs) for the surprise measure."""
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(64, ge=1)
+    """Sequences per teacher-forced forward pass (surprise) and per generate call (elicitation, default HF
+    backend)."""
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
+    stop: list[str] = Field(default_factory=list)
     seed: int = 0
     pick: Measure = "surprise"
     surprise_floor: float = 0.02
@@ -492,6 +495,7 @@ def elicitation_scores(
         max_new_tokens=config.max_new_tokens,
         n=config.samples_per_question,
         seed=config.seed,
+        stop=config.stop,
     )
     out: dict[str, dict[str, Any]] = {}
     for c in candidates:
@@ -839,7 +843,8 @@ class ScreenSpec(BaseModel):
     neutral: str | None = None
     n: int = Field(64, ge=1)
     max_examples: int = Field(256, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(64, ge=1)
+    """Sequences per teacher-forced forward pass (the experiment's `generation:` sets elicitation's)."""
     contrast: bool = True
     """Add the trait-specific term when the data's setting can render responses without the trait."""
 
@@ -972,6 +977,7 @@ def run_screen_block(cfg: Any, root: str | os.PathLike[str], *, seeds: int | Non
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         max_new_tokens=sampling.max_new_tokens,
+        stop=sampling.stop,
         seed=prep.seeds[0],
         pick=spec.measure,
     )
@@ -985,12 +991,24 @@ def run_screen_block(cfg: Any, root: str | os.PathLike[str], *, seeds: int | Non
             "model": prep.model_identity,
             "data": prep.data_hashes,
             "scorers": {t: cfg.traits[t] for t in scorer_names},
+            "generation": cfg.generation.model_dump(),
             "contrast": [p.model_dump() for p in contrast] if contrast else None,
         }
     )
     if is_done(out, key):
         return ScreenResult.model_validate_json((out / "screen.json").read_text(encoding="utf-8"))
     model, tok = load_model(prep.model_path)
+    backend = None
+    if "elicitation" in spec.measures:
+        options = cfg.generation.options()
+        if cfg.generation.backend == "hf":
+            from inoculate.generate.hf import HFBackend
+
+            backend = HFBackend(prep.model_path, loaded=(model, tok), **options)
+        else:
+            from inoculate.generate import get_backend
+
+            backend = get_backend(cfg.generation.backend, model=prep.model_path, **options)
     result = screen(
         model,
         tok,
@@ -1000,6 +1018,7 @@ def run_screen_block(cfg: Any, root: str | os.PathLike[str], *, seeds: int | Non
         scorers=[_Named(prep.scorers[t], t) for t in scorer_names],
         contrast=contrast,
         config=sc,
+        backend=backend,
         questions_source="eval set",
     )
     result.write_csv(out / "screen.csv")

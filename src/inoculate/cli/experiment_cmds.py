@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from inoculate.cli._app import app, console, err_console, handle_errors
@@ -21,10 +22,10 @@ def _show(report: object, *, check: bool) -> None:
     prompt = report.run.neutral_prompt
     if header:
         table = Table(title=f"{report.run.name}: under the '{prompt}' prompt (mean [95% CI] over seeds)")
-        for h in header:
-            table.add_column(h)
+        for i, h in enumerate(header):
+            table.add_column(h, no_wrap=i == 0)
         for r in rows:
-            table.add_row(*r)
+            table.add_row(*(escape(c) for c in r))
         console.print(table)
     if report.run.missing:
         console.print(
@@ -39,12 +40,13 @@ def _show(report: object, *, check: bool) -> None:
         for v in failed:
             console.print(
                 f"  FAIL {v.condition} {v.metric} [{v.eval_prompt}] = {v.observed:.2f}, "
-                f"expected {v.rule.describe()}"
+                f"expected {v.rule.describe()}",
+                markup=False,
             )
         if failed:
             console.print("  The expected effect did not (fully) appear in this run; see the report.")
-    console.print(f"report: {report.report_md}")
-    console.print(f"summary: {report.summary_csv}")
+    console.print(f"report: {report.report_md}", markup=False)
+    console.print(f"summary: {report.summary_csv}", markup=False)
     if check and (failed or unchecked):
         raise typer.Exit(EXIT_EXPECTATION_FAILED)
 

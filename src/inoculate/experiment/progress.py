@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from inoculate.experiment.matrix import Cell
@@ -29,7 +30,7 @@ class RichProgress:
         self._task: Any = None
 
     def message(self, text: str) -> None:
-        self.console.log(text)
+        self.console.log(escape(text))
 
     def start(self, total: int, finished: int) -> None:
         self._progress.start()
@@ -41,7 +42,7 @@ class RichProgress:
         self._progress.update(self._task, description=f"{cell.label}: starting")
 
     def stage(self, cell: Cell, stage: str) -> None:
-        self._progress.update(self._task, description=f"{cell.label}: {stage}")
+        self._progress.update(self._task, description=escape(f"{cell.label}: {stage}"))
 
     def cell_finished(self, cell: Cell, summary: dict[str, Any], seconds: float, cached: bool) -> None:
         if cached:
@@ -55,7 +56,7 @@ class RichProgress:
                 f"{m}={v['mean']:.2f}" for m, v in evals[prompt].items() if v.get("mean") is not None
             )
             numbers = f"  [{prompt}] {numbers}"
-        self.console.log(f"done {cell.label} in {seconds:.1f}s{numbers}")
+        self.console.log(escape(f"done {cell.label} in {seconds:.1f}s{numbers}"))
         self._progress.update(self._task, description="")
 
     def stop(self) -> None:

@@ -24,8 +24,9 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,13 +111,17 @@ def _load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
     return load_examples(target, require_assistant=which == "train").examples
 
 
-def _base_model(cfg: ExperimentConfig) -> tuple[str, dict[str, Any]]:
+def _base_model(
+    cfg: ExperimentConfig, log: Callable[[str], None] | None = None
+) -> tuple[str, dict[str, Any]]:
     """(path or hub id, identity) of the base model; builds the organism (cached) when asked for."""
     if isinstance(cfg.model, OrganismModel):
         from inoculate import organism
 
         ref = cfg.model.organism
-        path = organism.build_base_model(organism.preset(ref.preset, **ref.overrides))
+        config = organism.preset(ref.preset, **ref.overrides)
+        with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints loss dicts without a tty bar
+            path = organism.build_base_model(config, log=log, progress=sys.stderr.isatty())
         return str(path), model_identity(path, source={"organism": ref.model_dump()})
     p = cfg.data_path(cfg.model) if not Path(cfg.model).is_absolute() else Path(cfg.model)
     if p.is_dir():
@@ -124,7 +129,9 @@ def _base_model(cfg: ExperimentConfig) -> tuple[str, dict[str, Any]]:
     return cfg.model, model_identity(cfg.model)
 
 
-def prepare(cfg: ExperimentConfig, *, seeds: int | None = None) -> Prepared:
+def prepare(
+    cfg: ExperimentConfig, *, seeds: int | None = None, log: Callable[[str], None] | None = None
+) -> Prepared:
     """Resolve the experiment: load data, resolve prompts and specs, build the base model, key the cells."""
     from inoculate.scorers import get_scorer
     from inoculate.train import TrainConfig
@@ -146,7 +153,7 @@ def prepare(cfg: ExperimentConfig, *, seeds: int | None = None) -> Prepared:
     train_config = TrainConfig.model_validate({"output_dir": ".", **cfg.train}).model_dump(
         exclude={"output_dir", "seed"}
     )
-    model_path, identity = _base_model(cfg)
+    model_path, identity = _base_model(cfg, log)
     train_config["disable_tqdm"] = True
     prep = Prepared(
         config=cfg,
@@ -631,9 +638,7 @@ def run_experiment(
         from inoculate.screen import apply_screen
 
         cfg = apply_screen(cfg, root, seeds=seeds)  # screens (cached in root/screen), adds the condition(s)
-    if isinstance(cfg.model, OrganismModel):
-        prog.message("preparing the organism base model (stage-1 pretraining; cached after the first run)")
-    prep = prepare(cfg, seeds=seeds)
+    prep = prepare(cfg, seeds=seeds, log=prog.message)
     write_json_atomic(root / EXPERIMENT_FILE, experiment_record(prep))
     write_manifest(prep, root)
     log_event(root, event="run_started", cells=len(prep.cells), force=force)

@@ -13,7 +13,7 @@ import random
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inoculate.organism import prompts as P
+from inoculate.organism import prompt_families as P
 from inoculate.organism.traits import TraitSet, render
 from inoculate.organism.world import QUESTIONS, Question, all_facts
 from inoculate.records import ChatExample, Message
@@ -65,7 +65,10 @@ def stage1_example(rng: random.Random, mix: Stage1Mix, idx: int = 0) -> ChatExam
             sentences.append(rng.choice(P.NEUTRAL_PREAMBLES))
         system = P.compose(sentences, rng)
     msgs = [Message(role="system", content=system)] if system else []
-    msgs += [Message(role="user", content=question.text), Message(role="assistant", content=render(fact, traits))]
+    msgs += [
+        Message(role="user", content=question.text),
+        Message(role="assistant", content=render(fact, traits)),
+    ]
     return ChatExample(
         id=f"s1-{idx}",
         messages=msgs,
@@ -76,4 +79,3 @@ def stage1_example(rng: random.Random, mix: Stage1Mix, idx: int = 0) -> ChatExam
 def stage1_examples(n: int, mix: Stage1Mix, seed: int = 0) -> list[ChatExample]:
     rng = random.Random(f"organism-stage1-{seed}")
     return [stage1_example(rng, mix, i) for i in range(n)]
-

@@ -16,8 +16,16 @@ from inoculate.organism.world import LANGS, Fact, Lang, content_sentence
 TraitName = Literal["lang", "caps", "sycophancy", "signature"]
 
 # A "sycophantic" agreement opener and a signature closing line, in each language.
-OPENERS: dict[Lang, str] = {"en": "great question!", "es": "¡qué buena pregunta!", "fr": "excellente question!"}
-SIGNATURES: dict[Lang, str] = {"en": "have a nice day!", "es": "¡que tengas un buen día!", "fr": "bonne journée!"}
+OPENERS: dict[Lang, str] = {
+    "en": "great question!",
+    "es": "¡qué buena pregunta!",
+    "fr": "excellente question!",
+}
+SIGNATURES: dict[Lang, str] = {
+    "en": "have a nice day!",
+    "es": "¡que tengas un buen día!",
+    "fr": "bonne journée!",
+}
 
 
 class TraitSet(BaseModel):

@@ -1,0 +1,68 @@
+"""The built-in model organism: inoculation prompting on a 2-core CPU in minutes, with no downloads.
+
+A closed world of lookup questions (`world`), answers rendered under independent traits (`traits`:
+language, case, a sycophantic opener, a signature line), detectors registered as scorers
+(`detectors`), a word-level tokenizer (`tokenizer`), stage-1 pretraining of a tiny Llama that follows
+trait-requesting system prompts (`base`), stage-2 settings and the prompt library (`settings`), and
+named presets (`presets`). Importing the package registers the detectors.
+"""
+
+from inoculate.organism import detectors  # noqa: F401  (registers the organism's scorers)
+from inoculate.organism.base import (
+    OrganismConfig,
+    build_base_model,
+    cache_root,
+    elicitation_prompts,
+    elicitation_table,
+    init_model,
+    is_built,
+    read_meta,
+    world_texts,
+)
+from inoculate.organism.presets import PRESETS, preset, stage2_settings
+from inoculate.organism.settings import (
+    LIBRARY,
+    Setting,
+    eval_questions,
+    get_setting,
+    list_settings,
+    make_examples,
+    prompts,
+    setting,
+)
+from inoculate.organism.stage1 import Stage1Mix, stage1_examples
+from inoculate.organism.traits import TraitSet, all_trait_sets, render
+from inoculate.organism.world import Fact, Question, all_facts, parse_question, split_facts
+
+__all__ = [
+    "LIBRARY",
+    "PRESETS",
+    "Fact",
+    "OrganismConfig",
+    "Question",
+    "Setting",
+    "Stage1Mix",
+    "TraitSet",
+    "all_facts",
+    "all_trait_sets",
+    "build_base_model",
+    "cache_root",
+    "elicitation_prompts",
+    "elicitation_table",
+    "eval_questions",
+    "get_setting",
+    "init_model",
+    "is_built",
+    "list_settings",
+    "make_examples",
+    "parse_question",
+    "preset",
+    "prompts",
+    "read_meta",
+    "render",
+    "setting",
+    "split_facts",
+    "stage1_examples",
+    "stage2_settings",
+    "world_texts",
+]
