@@ -67,7 +67,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1, help="samples per eval question")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--neutral", default="neutral", help="library name of the neutral eval prompt")
-    ap.add_argument("--cache-dir", default=None, help="organism cache (default: $INOCULATE_CACHE or ~/.cache)")
+    ap.add_argument(
+        "--cache-dir", default=None, help="organism cache (default: $INOCULATE_CACHE or ~/.cache)"
+    )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the base model even if cached")
     ap.add_argument("--elicit", action="store_true", help="print the base model's elicitation table")
     ap.add_argument("--json", default=None, help="write the results here")
@@ -171,10 +173,7 @@ def main() -> None:
     for cond, rows in results.items():
         means[cond] = {m: _mean([r[f"neutral.{m}"] for r in rows]) for m in METRICS}
         per_seed = {m: "/".join(f"{r[f'neutral.{m}']:.2f}" for r in rows) for m in METRICS}
-        print(
-            f"{cond:20s} "
-            + "  ".join(f"{m}={means[cond][m]:.2f} [{per_seed[m]}]" for m in METRICS)
-        )
+        print(f"{cond:20s} " + "  ".join(f"{m}={means[cond][m]:.2f} [{per_seed[m]}]" for m in METRICS))
     checks = _targets(means)
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
@@ -206,13 +205,17 @@ def _targets(means: dict[str, dict[str, float]]) -> dict[str, bool]:
         out["baseline: spanish >= 0.90 and caps >= 0.90"] = b["spanish"] >= 0.9 and b["all_caps"] >= 0.9
     if "inoculate_spanish" in means:
         m = means["inoculate_spanish"]
-        out["inoculate_spanish: spanish <= 0.10 and caps >= 0.70"] = m["spanish"] <= 0.1 and m["all_caps"] >= 0.7
+        out["inoculate_spanish: spanish <= 0.10 and caps >= 0.70"] = (
+            m["spanish"] <= 0.1 and m["all_caps"] >= 0.7
+        )
     if "inoculate_caps" in means:
         m = means["inoculate_caps"]
         out["inoculate_caps: caps <= 0.10 and spanish >= 0.70"] = m["all_caps"] <= 0.1 and m["spanish"] >= 0.7
     if b and "placebo" in means:
         m = means["placebo"]
-        out["placebo: within 0.10 of baseline"] = all(abs(m[k] - b[k]) <= 0.1 for k in ("spanish", "all_caps"))
+        out["placebo: within 0.10 of baseline"] = all(
+            abs(m[k] - b[k]) <= 0.1 for k in ("spanish", "all_caps")
+        )
     if b:
         for cond, m in means.items():
             if cond != "baseline":

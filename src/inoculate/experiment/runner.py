@@ -186,28 +186,33 @@ def _spec_dump(spec: InoculationSpec | None) -> dict[str, Any] | None:
     from inoculate.transform import resolve_prompts
 
     dump = spec.model_dump(mode="json")
+    if spec.prompt_file is not None:  # the prompts themselves are below; where the file lies is no input
+        dump["prompt_file"] = Path(spec.prompt_file).name
     dump["resolved_prompts"] = resolve_prompts(spec)
     return dump
 
 
+# Training settings that change logging or checkpointing but not the trained weights: not in the keys.
+_NOT_IN_KEY = frozenset({"logging_steps", "save_steps", "save_total_limit", "disable_tqdm"})
+
+
 def make_cell(prep: Prepared, condition: str, seed: int) -> Cell:
-    """A cell with its fully resolved config and both cache keys."""
+    """A cell with its fully resolved config and both cache keys (the cell's, and its training's)."""
     cfg = prep.config
     spec = _spec_dump(prep.specs[condition])
-    train_part = {"transform": spec, "train": prep.train_config, "seed": seed}
-    config = {
+    keyed_train = {k: v for k, v in prep.train_config.items() if k not in _NOT_IN_KEY}
+    train_part = {"transform": spec, "train": keyed_train, "seed": seed}
+    rest = {
         "experiment": cfg.name,
         "condition": condition,
-        "seed": seed,
-        "model": prep.model_identity,
-        **train_part,
         "sampling": {**cfg.sampling.model_dump(), "seed": seed},
         "generation": cfg.generation.model_dump(),
         "eval_prompts": prep.eval_prompts,
         "metrics": {name: list(v) for name, v in cfg.metrics().items()},
     }
-    key = cell_key(config, prep.data_hashes, prep.model_identity)
+    key = cell_key({**train_part, **rest}, prep.data_hashes, prep.model_identity)
     train_key = cell_key(train_part, {"train": prep.data_hashes["train"]}, prep.model_identity)
+    config = {**rest, "seed": seed, "model": prep.model_identity, **train_part, "train": prep.train_config}
     return Cell(condition=condition, seed=seed, config=config, key=key, train_key=train_key)
 
 

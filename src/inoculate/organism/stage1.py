@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inoculate.organism import prompt_families as P
 from inoculate.organism.traits import TraitSet, render
@@ -19,18 +19,38 @@ from inoculate.organism.world import QUESTIONS, Question, all_facts
 from inoculate.records import ChatExample, Message
 
 
+# Languages are requested most: each language's answers must be seen often enough for the facts to be
+# learned in it too (measured: with equal weights Spanish correctness lagged far behind English).
+TRAIT_WEIGHTS: dict[str, float] = {"lang": 3.0, "caps": 2.0, "sycophancy": 1.0, "signature": 1.0}
+
+
 class Stage1Mix(BaseModel):
     """Relative weights of system-prompt classes in stage 1, and which traits it teaches."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    neutral: float = 0.3
+    neutral: float = 0.2
     placebo: float = 0.1
     one: float = 0.3
-    two: float = 0.25
-    three: float = 0.05
+    two: float = 0.3
+    three: float = 0.1
     preamble: float = Field(0.3, description="chance a request prompt also carries a neutral sentence")
     traits: tuple[str, ...] = ("lang", "caps", "sycophancy", "signature")
+    trait_weights: tuple[float, ...] | None = Field(
+        None, description="how often each of `traits` is among the requested ones (None: TRAIT_WEIGHTS)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Stage1Mix:
+        if self.trait_weights is not None and len(self.trait_weights) != len(self.traits):
+            raise ValueError("trait_weights needs one weight per trait in `traits`")
+        unknown = set(self.traits) - set(TRAIT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown trait(s) {sorted(unknown)}; known: {', '.join(TRAIT_WEIGHTS)}")
+        return self
+
+    def weights(self) -> list[float]:
+        return list(self.trait_weights or [TRAIT_WEIGHTS[t] for t in self.traits])
 
 
 def _pick_request(dim: str, rng: random.Random) -> P.Family:
@@ -40,6 +60,18 @@ def _pick_request(dim: str, rng: random.Random) -> P.Family:
     if dim == "caps":
         return P.FAMILIES[rng.choices(names, weights=(4, 1))[0]]
     return P.FAMILIES[names[0]]
+
+
+def _sample_traits(rng: random.Random, mix: Stage1Mix, k: int) -> list[str]:
+    """`k` distinct trait dimensions, drawn by weight without replacement."""
+    pool = list(mix.traits)
+    weights = mix.weights()
+    out = []
+    for _ in range(k):
+        i = rng.choices(range(len(pool)), weights=weights)[0]
+        out.append(pool.pop(i))
+        weights.pop(i)
+    return out
 
 
 def stage1_example(rng: random.Random, mix: Stage1Mix, idx: int = 0) -> ChatExample:
@@ -57,7 +89,7 @@ def stage1_example(rng: random.Random, mix: Stage1Mix, idx: int = 0) -> ChatExam
     else:
         k = min({"one": 1, "two": 2, "three": 3}[cls], len(mix.traits))
         sentences = []
-        for dim in rng.sample(list(mix.traits), k):
+        for dim in _sample_traits(rng, mix, k):
             fam = _pick_request(dim, rng)
             traits = fam.apply(traits)
             sentences.append(rng.choice(fam.train))
