@@ -26,7 +26,7 @@ TARGET_S = 300.0
 
 
 def run_demo(out: Path, cache: Path, seeds: int) -> float:
-    from inoculate.organism import CACHE_ENV
+    from inoculate.organism.base import CACHE_ENV
 
     env = {**os.environ, CACHE_ENV: str(cache), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     cmd = [sys.executable, "-m", "inoculate", "demo", "--out", str(out), "--seeds", str(seeds)]
@@ -45,13 +45,11 @@ def breakdown(out: Path) -> str:
     started = next(e["time"] for e in events if e["event"] == "run_started")
     first_cell = next((e["time"] for e in events if e["event"] == "cell_started"), None)
     finished = next(e["time"] for e in reversed(events) if e["event"] == "run_finished")
-    timings = [
-        json.loads(p.read_text())["timings_s"] for p in sorted(out.glob("*/seed_*/metrics.json"))
-    ]
+    timings = [json.loads(p.read_text())["timings_s"] for p in sorted(out.glob("*/seed_*/metrics.json"))]
     lines = []
     if first_cell is not None:
         lines.append(f"  base-model evaluation + setup before the first cell: {first_cell - started:6.1f} s")
-    lines.append(f"  matrix ({len(timings)} cells):                          {finished - (first_cell or started):6.1f} s")
+    lines.append(f"  matrix ({len(timings)} cells): {finished - (first_cell or started):6.1f} s")
     for stage in ("train", "evaluate"):
         values = [t[stage] for t in timings if stage in t]
         if values:

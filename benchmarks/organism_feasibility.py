@@ -147,7 +147,7 @@ def main() -> None:
                 temperature=args.temperature, top_p=1.0, max_new_tokens=24, n=args.samples, seed=seed
             )
             row = {"seed": seed, "train_s": dt_train}
-            for label, sys_prompt in (("neutral", neutral), ("training", system)):
+            for label, sys_prompt in (("neutral", neutral), ("none", None), ("training", system)):
                 gens = backend.generate(questions, params, system=sys_prompt)
                 prompts = [render_prompt(g.prompt_messages) for g in gens]
                 comps = [g.completion or "" for g in gens]
@@ -162,7 +162,8 @@ def main() -> None:
             results.setdefault(cond, []).append(row)
             print(
                 f"{cond:20s} seed {seed}: neutral es={row['neutral.spanish']:.2f} "
-                f"caps={row['neutral.all_caps']:.2f} correct={row['neutral.correct']:.2f} | training-prompt "
+                f"caps={row['neutral.all_caps']:.2f} correct={row['neutral.correct']:.2f} | no-system "
+                f"es={row['none.spanish']:.2f} caps={row['none.all_caps']:.2f} | training-prompt "
                 f"es={row['training.spanish']:.2f} caps={row['training.all_caps']:.2f} | "
                 f"train {dt_train:.1f}s eval {dt_eval:.1f}s | {row['example']!r}",
                 flush=True,
@@ -174,6 +175,10 @@ def main() -> None:
         means[cond] = {m: _mean([r[f"neutral.{m}"] for r in rows]) for m in METRICS}
         per_seed = {m: "/".join(f"{r[f'neutral.{m}']:.2f}" for r in rows) for m in METRICS}
         print(f"{cond:20s} " + "  ".join(f"{m}={means[cond][m]:.2f} [{per_seed[m]}]" for m in METRICS))
+    print("(no system prompt)")
+    for cond, rows in results.items():
+        m = {k: _mean([r[f"none.{k}"] for r in rows]) for k in METRICS}
+        print(f"{cond:20s} " + "  ".join(f"{k}={m[k]:.2f}" for k in METRICS))
     checks = _targets(means)
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")

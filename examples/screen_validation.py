@@ -6,8 +6,9 @@
    cost recorded), then trains the organism with each candidate as its inoculation prompt (`pick: all`).
 2. Correlates each screen measure with the post-training suppression of the trait (Spearman, scipy),
    writes OUT/screen/validation.{json,md} and OUT/figures/screen_validation.png, and prints the costs.
-3. Unless --no-dynamics: re-trains the baseline and the standard inoculation condition (seed 0) with the
-   learning-dynamics monitor and plots Tan et al.'s figure to OUT/figures/dynamics_<condition>.png.
+3. Unless --no-dynamics: re-trains the baseline, the standard inoculation condition, and the same with
+   long high-lr training (seed 0) with the learning-dynamics monitor, and plots Tan et al.'s figure to
+   OUT/figures/dynamics_<run>.png (the collapse warning, if it fires, is marked).
 """
 
 from __future__ import annotations
@@ -15,51 +16,57 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from inoculate.fileio import write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 
 
-def dynamics_figures(out: Path, conditions: list[str], every: int) -> list[Path]:
+DYNAMICS_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    # label: (condition, TrainConfig overrides)
+    "baseline": ("baseline", {}),
+    "standard": ("standard", {}),
+    # long, high-lr training: where IP is reported to collapse (the inoculated trait leaks back)
+    "standard_long": ("standard", {"learning_rate": 1e-2, "max_steps": 300}),
+}
+
+
+def dynamics_figures(out: Path, every: int) -> dict[str, int | None]:
+    """Train each DYNAMICS_RUNS entry (seed 0) with the monitor; plot; return the collapse step (or None)."""
     from inoculate.dynamics import LearningDynamicsCallback, organism_probe_set, plot_dynamics
     from inoculate.experiment import load_experiment, prepare
     from inoculate.screen import apply_screen
     from inoculate.train import TrainConfig, train
     from inoculate.transform import apply_inoculation
 
-    cfg = apply_screen(load_experiment(HERE / "screen_validation.yaml"), out)  # cached screen
+    cfg = apply_screen(load_experiment(HERE / "screen_validation.yaml"), out)  # the cached screen
     prep = prepare(cfg, seeds=1)
-    trait = cfg.traits["spanish"]
-    other = cfg.traits["all_caps"]
-    figures = []
-    for cond in conditions:
+    collapse: dict[str, int | None] = {}
+    for label, (cond, overrides) in DYNAMICS_RUNS.items():
         spec = prep.specs[cond]
         ip = spec.prompt if spec is not None else prep.config.resolve_text("@inoculate_spanish")
         probes = organism_probe_set(
             [ex.prompt_messages for ex in prep.eval_examples[:24]],
-            trait,
-            other,
+            cfg.traits["spanish"],
+            cfg.traits["all_caps"],
             {"neutral": prep.eval_prompts["neutral"], "inoculation": ip},
             both=True,
         )
         examples = prep.train_examples
         if spec is not None:
             examples, _ = apply_inoculation(examples, spec, source=cond)
-        run_dir = out / "dynamics" / cond
         cb = LearningDynamicsCallback(probes, every_n_steps=every)
+        settings = {**prep.train_config, **overrides}
         tc = TrainConfig.model_validate(
-            {**prep.train_config, "output_dir": str(run_dir), "seed": 0, "disable_tqdm": True}
+            {**settings, "output_dir": str(out / "dynamics" / label), "seed": 0, "disable_tqdm": True}
         )
         train(prep.model_path, examples, tc, callbacks=[cb], resume=False)
-        title = f"{cond}: log-prob of probe answers (inoculation prompt: {ip!r})"
-        figures.append(plot_dynamics(cb.rows, out / "figures" / f"dynamics_{cond}.png", title=title))
-        print(
-            f"{cond}: collapse warning at step {cb.collapse_step}"
-            if cb.collapse_step
-            else f"{cond}: no collapse"
-        )
-    return figures
+        title = f"{label}: lr {settings['learning_rate']}, {settings['max_steps']} steps; IP {ip!r}"
+        plot_dynamics(cb.rows, out / "figures" / f"dynamics_{label}.png", title=title)
+        collapse[label] = cb.collapse_step
+        print(f"dynamics {label}: collapse warning at step {cb.collapse_step}")
+    return collapse
 
 
 def main() -> None:
@@ -86,7 +93,7 @@ def main() -> None:
     print(v.summary())
     write_text_atomic(args.out / "screen" / "validation.md", validation_markdown(v))
     if not args.no_dynamics:
-        dynamics_figures(args.out, ["baseline", "standard"], args.every)
+        dynamics_figures(args.out, args.every)
     print(f"total {time.perf_counter() - t0:.0f} s; outputs in {args.out}")
 
 

@@ -423,3 +423,27 @@ def test_screen_block_errors(toy_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(InputErrors) as e:
         load_experiment(path)
     assert any("condition 'baseline' is already declared" in str(x) for x in e.value.errors)
+
+
+def test_surprise_scores_each_distinct_sequence_once(toy) -> None:
+    """Repeated training rows and contrast pairs whose trait side is a training response cost nothing
+    extra, and change no number."""
+    from inoculate.screen import surprise_scores
+
+    model, tok = toy
+    once = surprise_scores(model, tok, _candidates(), _train_examples(), contrast=_contrast())
+    twice = surprise_scores(model, tok, _candidates(), _train_examples() * 2, contrast=_contrast() * 2)
+    plain = surprise_scores(model, tok, _candidates(), _train_examples())
+    for name in once:
+        assert twice[name]["surprise"].mean == pytest.approx(once[name]["surprise"].mean, abs=1e-9)
+        assert twice[name]["trait"].mean == pytest.approx(once[name]["trait"].mean, abs=1e-9)
+        assert twice[name]["cost"].tokens == once[name]["cost"].tokens
+    from inoculate.models import encode_prompt_completion
+
+    for c in _candidates():
+        # the contrast adds only the trait-removed side: the trait-bearing side is the training data
+        system = [Message(role="system", content=c.prompt)] if c.prompt else []
+        extra = sum(
+            len(encode_prompt_completion(tok, system + p.messages, p.without_trait)[0]) for p in _contrast()
+        )
+        assert once[c.name]["cost"].tokens == plain[c.name]["cost"].tokens + extra

@@ -12,7 +12,7 @@ r_i its response of n_i tokens,
 
 and the candidate's surprise reduction is the mean of d_i(c) over the examples, with a Student-t
 interval over examples (paired: the same responses under both prompts). No sampling, no judge: one
-batched teacher-forced pass per candidate.
+batched teacher-forced pass per candidate over the distinct (prompt, response) pairs.
 
 **Trait-specific term** (when the setting can render each response with and without the trait):
 
@@ -405,15 +405,30 @@ def response_logprobs(
     *,
     batch_size: int,
 ) -> tuple[list[float], list[int], Cost]:
-    """Total log-prob and token count of each completion after `prompt` + conversation; and the cost."""
+    """Total log-prob and token count of each completion after `prompt` + conversation; and the cost.
+
+    Identical (conversation, completion) pairs are scored once: training sets repeat questions, and a
+    contrast pair's trait-bearing side is often a training response itself. The cost counts what ran.
+    """
     from inoculate.logprob import logprob
 
     convs = [_system(prompt) + _strip_system(c) for c in conversations]
+    keys = [(tuple((m.role, m.content) for m in c), r) for c, r in zip(convs, completions, strict=True)]
+    first: dict[tuple[Any, str], int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    uniq = list(first.values())
     t0 = time.perf_counter()
-    res = logprob(model, tokenizer, convs, list(completions), batch_size=batch_size)
+    res = logprob(
+        model, tokenizer, [convs[i] for i in uniq], [completions[i] for i in uniq], batch_size=batch_size
+    )
     seconds = time.perf_counter() - t0
-    cost = Cost(tokens=_forward_tokens(tokenizer, convs, completions), seconds=seconds)
-    return [float(r.total) for r in res], [int(r.n_tokens) for r in res], cost
+    by_key = {keys[i]: r for i, r in zip(uniq, res, strict=True)}
+    cost = Cost(
+        tokens=_forward_tokens(tokenizer, [convs[i] for i in uniq], [completions[i] for i in uniq]),
+        seconds=seconds,
+    )
+    return [float(by_key[k].total) for k in keys], [int(by_key[k].n_tokens) for k in keys], cost
 
 
 def surprise_scores(
@@ -423,27 +438,21 @@ def surprise_scores(
     examples: Sequence[ChatExample],
     *,
     contrast: Sequence[ContrastPair] | None = None,
-    batch_size: int = 16,
+    batch_size: int = 64,
     confidence: float = 0.95,
 ) -> dict[str, dict[str, Any]]:
     """Per candidate: `logprob_mean`, `surprise` (Interval), `trait` (Interval or None), `cost`."""
     neutral = next(c for c in candidates if c.neutral)
-    convs = [ex.prompt_messages for ex in examples]
+    pairs = list(contrast or [])
+    k, n = len(pairs), len(examples)
+    convs = [ex.prompt_messages for ex in examples] + [p.messages for p in pairs] * 2
     comps = [ex.completion or "" for ex in examples]
+    comps += [p.with_trait for p in pairs] + [p.without_trait for p in pairs]
     per: dict[str, dict[str, Any]] = {}
     for c in candidates:
         totals, ns, cost = response_logprobs(model, tokenizer, c.prompt, convs, comps, batch_size=batch_size)
-        entry: dict[str, Any] = {"totals": totals, "ns": ns, "cost": cost, "odds": None}
-        if contrast:
-            pconvs = [p.messages for p in contrast] * 2
-            pcomps = [p.with_trait for p in contrast] + [p.without_trait for p in contrast]
-            ptot, _, pcost = response_logprobs(
-                model, tokenizer, c.prompt, pconvs, pcomps, batch_size=batch_size
-            )
-            k = len(contrast)
-            entry["odds"] = [ptot[i] - ptot[k + i] for i in range(k)]
-            entry["cost"] = cost.add(pcost)
-        per[c.name] = entry
+        odds = [totals[n + i] - totals[n + k + i] for i in range(k)] if pairs else None
+        per[c.name] = {"totals": totals[:n], "ns": ns[:n], "cost": cost, "odds": odds}
     ref = per[neutral.name]
     out: dict[str, dict[str, Any]] = {}
     for c in candidates:

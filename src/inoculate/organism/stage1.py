@@ -18,7 +18,6 @@ from inoculate.organism.traits import TraitSet, render
 from inoculate.organism.world import QUESTIONS, Question, all_facts
 from inoculate.records import ChatExample, Message
 
-
 # Languages are requested most: each language's answers must be seen often enough for the facts to be
 # learned in it too (measured: with equal weights Spanish correctness lagged far behind English).
 TRAIT_WEIGHTS: dict[str, float] = {"lang": 3.0, "caps": 2.0, "sycophancy": 1.0, "signature": 1.0}
@@ -35,6 +34,9 @@ class Stage1Mix(BaseModel):
     two: float = 0.3
     three: float = 0.1
     preamble: float = Field(0.3, description="chance a request prompt also carries a neutral sentence")
+    spontaneous: float = Field(
+        0.0, ge=0, le=1, description="chance, per trait the prompt leaves open, that the answer has it anyway"
+    )
     traits: tuple[str, ...] = ("lang", "caps", "sycophancy", "signature")
     trait_weights: tuple[float, ...] | None = Field(
         None, description="how often each of `traits` is among the requested ones (None: TRAIT_WEIGHTS)"
@@ -82,6 +84,7 @@ def stage1_example(rng: random.Random, mix: Stage1Mix, idx: int = 0) -> ChatExam
     weights = [mix.neutral, mix.placebo, mix.one, mix.two, mix.three]
     cls = rng.choices(classes, weights=weights)[0]
     traits = TraitSet()
+    requested: list[str] = []
     if cls == "neutral":
         system = rng.choice(P.NEUTRAL)
     elif cls == "placebo":
@@ -89,13 +92,20 @@ def stage1_example(rng: random.Random, mix: Stage1Mix, idx: int = 0) -> ChatExam
     else:
         k = min({"one": 1, "two": 2, "three": 3}[cls], len(mix.traits))
         sentences = []
-        for dim in _sample_traits(rng, mix, k):
+        requested = _sample_traits(rng, mix, k)
+        for dim in requested:
             fam = _pick_request(dim, rng)
             traits = fam.apply(traits)
             sentences.append(rng.choice(fam.train))
         if rng.random() < mix.preamble:
             sentences.append(rng.choice(P.NEUTRAL_PREAMBLES))
         system = P.compose(sentences, rng)
+    spontaneous = []
+    if mix.spontaneous > 0:
+        for dim in mix.traits:
+            if dim not in requested and rng.random() < mix.spontaneous:
+                spontaneous.append(dim)
+                traits = traits.with_(**{dim: rng.choice(("es", "fr")) if dim == "lang" else True})
     msgs = [Message(role="system", content=system)] if system else []
     msgs += [
         Message(role="user", content=question.text),
@@ -104,7 +114,13 @@ def stage1_example(rng: random.Random, mix: Stage1Mix, idx: int = 0) -> ChatExam
     return ChatExample(
         id=f"s1-{idx}",
         messages=msgs,
-        metadata={"fact": fact.key, "kind": fact.kind, "cls": cls, **traits.model_dump()},
+        metadata={
+            "fact": fact.key,
+            "kind": fact.kind,
+            "cls": cls,
+            "spontaneous": spontaneous,
+            **traits.model_dump(),
+        },
     )
 
 
