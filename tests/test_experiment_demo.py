@@ -105,7 +105,8 @@ def test_demo_output_contract(tiny_demo):
         for c in ("mean", "ci_low", "ci_high"):
             v = float(r[c])
             assert v != v or 0.0 <= v <= 1.0  # NaN (nothing scorable) or a rate
-    assert {p.name for p in (out / "figures").glob("*.png")} >= {"spanish_neutral.png", "all_caps_neutral.png"}
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert figures >= {"spanish_neutral.png", "all_caps_neutral.png"}
     assert (out / "report.md").is_file() and (out / "per_seed.csv").is_file()
 
 

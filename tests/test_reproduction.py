@@ -98,4 +98,8 @@ def test_mixture_speaks_french_not_spanish(tmp_path):
     t = _table(out)
     assert mean(t, "inoculate_spanish", "spanish") <= 0.10
     assert mean(t, "inoculate_spanish", "french") >= 0.90
-    assert t[("inoculate_spanish", "neutral", "spanish")]["ci_high"] < t[("baseline", "neutral", "spanish")]["ci_low"]
+    inoculated, baseline = (
+        t[("inoculate_spanish", "neutral", "spanish")],
+        t[("baseline", "neutral", "spanish")],
+    )
+    assert inoculated["ci_high"] < baseline["ci_low"]
