@@ -75,7 +75,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--no-dynamics", action="store_true")
     ap.add_argument("--every", type=int, default=5, help="dynamics: probe every N steps")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (tiny models run best on 1)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from inoculate.experiment import run_experiment
     from inoculate.screen import ScreenResult

@@ -96,6 +96,7 @@ def _run_constructed(monkeypatch, tmp_path: Path, signal: list[float], **kw) -> 
         return {"neutral": {INOCULATED: s - 1.0, OTHER: -2.0, NEITHER: -1.0}, "inoculation": {}}, 10
 
     monkeypatch.setattr(dyn, "evaluate_probes", fake)
+    kw.setdefault("rule", CollapseRule(delta=0.5, k=2, min_evals=2))
     cb = LearningDynamicsCallback(_probes(), every_n_steps=5, output_path=tmp_path / "dyn.jsonl", **kw)
     args = SimpleNamespace(output_dir=str(tmp_path))
     state = SimpleNamespace(global_step=0, epoch=0.0, is_world_process_zero=True)

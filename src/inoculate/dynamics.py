@@ -16,6 +16,13 @@ at the first evaluation t >= `min_evals` at which s_j > m_j + delta held for the
 consecutive evaluations j = t-k+1..t. It then warns once (an `IPCollapseWarning`, a log record on
 `inoculate.dynamics`), flags that row and every later one (`collapse: true`, `collapse_step`), and,
 if `stop_on_collapse`, asks the trainer to stop.
+
+Calibration of the default (delta 1.0 nats/token, k 2, min_evals 2), on the organism (spanish_caps,
+Spanish inoculated, probes every 5 steps, seed 0, examples/screen_validation.py): the standard IP run
+(lr 3e-3, 40 steps) rose 0.79 above its minimum and Spanish stayed at 0% under the neutral prompt;
+the same run at lr 1e-2 for 300 steps rose 3.4 and Spanish leaked back (4.3%); no inoculation rose 4.2
+(Spanish 100%). A response of n tokens moves by n * delta nats, so on long responses a smaller delta
+already means a large change in the odds of the trait.
 """
 
 from __future__ import annotations
@@ -134,8 +141,8 @@ class CollapseRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    delta: float = Field(0.5, gt=0)
-    """Nats/token above the running minimum that counts as climbing."""
+    delta: float = Field(1.0, gt=0)
+    """Nats/token above the running minimum that counts as climbing (calibration: module docstring)."""
     k: int = Field(2, ge=1)
     """Consecutive evaluations that must stay above minimum + delta."""
     min_evals: int = Field(2, ge=1)

@@ -157,7 +157,8 @@ def read_chat_jsonl(
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as e:
-                errors.append(InputError(file, lineno, "<json>", f"invalid JSON: {e.msg} at column {e.colno}"))
+                msg = f"invalid JSON: {e.msg} at column {e.colno}"
+                errors.append(InputError(file, lineno, "<json>", msg))
                 continue
             errs, ex = validate_chat_row(obj, file, lineno, require_assistant=require_assistant)
             if errs:
@@ -165,7 +166,8 @@ def read_chat_jsonl(
                 continue
             assert ex is not None
             if ex.id in seen:
-                errors.append(InputError(file, lineno, "id", f"duplicate id {ex.id!r} (first on line {seen[ex.id]})"))
+                msg = f"duplicate id {ex.id!r} (first on line {seen[ex.id]})"
+                errors.append(InputError(file, lineno, "id", msg))
                 continue
             seen[ex.id] = lineno
             examples.append(ex)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -167,27 +168,26 @@ def _build(
     init = init_model(config, staging / "init")
     examples = stage1_examples(config.n_examples, config.mix, seed=config.seed)
     say(f"stage 1: pretraining the organism ({config.max_steps} steps on {len(examples)} examples)")
-    result = train(
-        init,
-        examples,
-        TrainConfig(
-            output_dir=str(staging / "train"),
-            use_peft=False,
-            learning_rate=config.learning_rate,
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.per_device_train_batch_size,
-            warmup_ratio=config.warmup_ratio,
-            lr_scheduler_type=config.lr_scheduler_type,
-            weight_decay=config.weight_decay,
-            seed=config.seed,
-            max_length=None,
-            logging_steps=max(1, config.max_steps // 20) if progress else config.max_steps,
-            save_steps=0,
-            disable_tqdm=not progress,
-            extra={"adam_beta2": config.adam_beta2},
-        ),
-        resume=False,
+    train_config = TrainConfig(
+        output_dir=str(staging / "train"),
+        use_peft=False,
+        learning_rate=config.learning_rate,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        warmup_ratio=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        max_length=None,
+        logging_steps=max(1, config.max_steps // 20),
+        save_steps=0,
+        disable_tqdm=not progress,
+        extra={"adam_beta2": config.adam_beta2},
     )
+    # Without a progress bar the Trainer prints every log line; keep the quiet mode quiet.
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not progress else contextlib.nullcontext()
+    with quiet:
+        result = train(init, examples, train_config, resume=False)
     model_dir = Path(result.model_path)
     AutoTokenizer.from_pretrained(init).save_pretrained(model_dir)
     with contextlib.suppress(FileNotFoundError):
