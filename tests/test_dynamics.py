@@ -236,3 +236,23 @@ def test_real_runs_collapse_warning(tiny_model_dir: Path, tmp_path: Path) -> Non
     assert cb.collapse_step is None
     sig = collapse_signal(read_dynamics(tmp_path / "clean" / "dynamics.jsonl"), rule)
     assert all(s - min(sig[: t + 1]) < rule.delta for t, s in enumerate(sig))  # it never climbed
+
+
+def test_organism_probe_set_renders_each_category() -> None:
+    from inoculate.dynamics import BOTH, organism_probe_set
+
+    ps = organism_probe_set(
+        [[Message(role="system", content="x"), Message(role="user", content="what color is the cat?")]],
+        "organism_language:es",
+        "all_caps",
+        {"neutral": None, "inoculation": "You always answer in Spanish."},
+        both=True,
+    )
+    r = ps.probes[0].responses
+    assert [m.role for m in ps.probes[0].messages] == ["user"]
+    assert r[NEITHER] == r[NEITHER].lower() and r[OTHER] == r[NEITHER].upper()
+    assert r[BOTH] == r[INOCULATED].upper() and r[INOCULATED] != r[NEITHER]
+    with pytest.raises(ValueError, match="not an organism trait"):
+        organism_probe_set(
+            [[Message(role="user", content="what color is the cat?")]], "keyword:x", "all_caps", {}
+        )

@@ -447,3 +447,19 @@ def test_surprise_scores_each_distinct_sequence_once(toy) -> None:
             len(encode_prompt_completion(tok, system + p.messages, p.without_trait)[0]) for p in _contrast()
         )
         assert once[c.name]["cost"].tokens == plain[c.name]["cost"].tokens + extra
+
+
+def test_organism_contrast_removes_only_the_trait() -> None:
+    from inoculate import organism
+    from inoculate.screen import organism_contrast
+
+    train = organism.make_examples("spanish_caps", "train", 6)
+    es = organism_contrast(train, "organism_language:es")
+    caps = organism_contrast(train, "all_caps")
+    for ex, p, q in zip(train, es, caps, strict=True):
+        assert p.with_trait == q.with_trait == ex.completion
+        assert q.without_trait == ex.completion.lower()  # caps removed, still Spanish
+        assert p.without_trait.isupper() and p.without_trait != ex.completion  # English, still caps
+    assert organism_contrast(train, "keyword:gato") is None
+    plain = [chat(ex.messages[0].content, ex.completion.lower(), id=ex.id) for ex in train]
+    assert organism_contrast(plain, "all_caps") is None  # responses without the trait: no contrast
