@@ -32,7 +32,18 @@ CONDITIONS = {
     "placebo": "placebo",
     "heldout_paraphrase": "heldout_spanish",
 }
-METRICS = {"spanish": "organism_language:es", "all_caps": "all_caps", "correct": "organism_correct"}
+SETTING_METRICS = {
+    "spanish_caps": {
+        "spanish": "organism_language:es",
+        "all_caps": "all_caps",
+        "correct": "organism_correct",
+    },
+    "mixture": {
+        "spanish": "organism_language:es",
+        "french": "organism_language:fr",
+        "correct": "organism_correct",
+    },
+}
 
 
 def _value(text: str):
@@ -61,7 +72,12 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="organism config override KEY=VALUE (JSON)")
     ap.add_argument("--stage2", action="append", default=[], help="stage-2 TrainConfig override KEY=VALUE")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--setting", default="spanish_caps", choices=sorted(SETTING_METRICS))
+    ap.add_argument(
+        "--conditions",
+        default=None,
+        help="comma list (default: all five; baseline,inoculate_spanish for mixture)",
+    )
     ap.add_argument("--n-train", type=int, default=240)
     ap.add_argument("--n-eval", type=int, default=90)
     ap.add_argument("--samples", type=int, default=1, help="samples per eval question")
@@ -104,21 +120,26 @@ def main() -> None:
 
     stage2 = {**organism.stage2_settings(args.preset), **_pairs(args.stage2)}
     print(f"\nstage 2: {stage2}")
-    lib = organism.prompts("spanish_caps")
+    metrics = SETTING_METRICS[args.setting]
+    conditions = args.conditions or (
+        "baseline,inoculate_spanish" if args.setting == "mixture" else ",".join(CONDITIONS)
+    )
+    lib = organism.prompts(args.setting)
     neutral = lib[args.neutral] or None
-    train_rows = organism.make_examples("spanish_caps", "train", args.n_train, seed=0)
-    questions = organism.make_examples("spanish_caps", "eval", args.n_eval, seed=0)
-    scorers = {m: get_scorer(spec) for m, spec in METRICS.items()}
+    train_rows = organism.make_examples(args.setting, "train", args.n_train, seed=0)
+    questions = organism.make_examples(args.setting, "eval", args.n_eval, seed=0)
+    scorers = {m: get_scorer(spec) for m, spec in metrics.items()}
 
     results: dict[str, list[dict]] = {}
     t_train = t_eval = 0.0
     work = Path(tempfile.mkdtemp(prefix="organism-feasibility-"))
-    for cond in args.conditions.split(","):
+    for cond in conditions.split(","):
         prompt_name = CONDITIONS[cond]
         system = lib[prompt_name] if prompt_name else None
+        # In the mixture, only the Spanish half is inoculated.
         rows = [
             ex.model_copy(update={"messages": [Message(role="system", content=system), *ex.messages]})
-            if system
+            if system and (args.setting != "mixture" or ex.metadata["lang"] == "es")
             else ex
             for ex in train_rows
         ]
@@ -160,11 +181,9 @@ def main() -> None:
             t_train += dt_train
             t_eval += dt_eval
             results.setdefault(cond, []).append(row)
+            shown = {p: " ".join(f"{m}={row[f'{p}.{m}']:.2f}" for m in metrics) for p in ("neutral", "none")}
             print(
-                f"{cond:20s} seed {seed}: neutral es={row['neutral.spanish']:.2f} "
-                f"caps={row['neutral.all_caps']:.2f} correct={row['neutral.correct']:.2f} | no-system "
-                f"es={row['none.spanish']:.2f} caps={row['none.all_caps']:.2f} | training-prompt "
-                f"es={row['training.spanish']:.2f} caps={row['training.all_caps']:.2f} | "
+                f"{cond:20s} seed {seed}: neutral {shown['neutral']} | no-system {shown['none']} | "
                 f"train {dt_train:.1f}s eval {dt_eval:.1f}s | {row['example']!r}",
                 flush=True,
             )
@@ -172,14 +191,14 @@ def main() -> None:
     print("\nmeans under the neutral prompt (per-seed values in brackets)")
     means = {}
     for cond, rows in results.items():
-        means[cond] = {m: _mean([r[f"neutral.{m}"] for r in rows]) for m in METRICS}
-        per_seed = {m: "/".join(f"{r[f'neutral.{m}']:.2f}" for r in rows) for m in METRICS}
-        print(f"{cond:20s} " + "  ".join(f"{m}={means[cond][m]:.2f} [{per_seed[m]}]" for m in METRICS))
+        means[cond] = {m: _mean([r[f"neutral.{m}"] for r in rows]) for m in metrics}
+        per_seed = {m: "/".join(f"{r[f'neutral.{m}']:.2f}" for r in rows) for m in metrics}
+        print(f"{cond:20s} " + "  ".join(f"{m}={means[cond][m]:.2f} [{per_seed[m]}]" for m in metrics))
     print("(no system prompt)")
     for cond, rows in results.items():
-        m = {k: _mean([r[f"none.{k}"] for r in rows]) for k in METRICS}
-        print(f"{cond:20s} " + "  ".join(f"{k}={m[k]:.2f}" for k in METRICS))
-    checks = _targets(means)
+        m = {k: _mean([r[f"none.{k}"] for r in rows]) for k in metrics}
+        print(f"{cond:20s} " + "  ".join(f"{k}={m[k]:.2f}" for k in metrics))
+    checks = _targets(means) if args.setting == "spanish_caps" else _mixture_targets(means)
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
     total = time.perf_counter() - t_start
@@ -226,6 +245,13 @@ def _targets(means: dict[str, dict[str, float]]) -> dict[str, bool]:
             if cond != "baseline":
                 out[f"{cond}: correct >= baseline - 0.10"] = m["correct"] >= b["correct"] - 0.1
     return out
+
+
+def _mixture_targets(means: dict[str, dict[str, float]]) -> dict[str, bool]:
+    m = means.get("inoculate_spanish")
+    if not m:
+        return {}
+    return {"mixture, Spanish half inoculated: french > spanish": m["french"] > m["spanish"]}
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ DYNAMICS_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("baseline", {}),
     "standard": ("standard", {}),
     # long, high-lr training: where IP is reported to collapse (the inoculated trait leaks back)
-    "standard_long": ("standard", {"learning_rate": 1e-2, "max_steps": 300}),
+    "standard_long": ("standard", {"learning_rate": 3e-3, "max_steps": 300}),
 }
 
 

@@ -55,7 +55,7 @@ def _probes() -> ProbeSet:
 
 
 def test_rule_fires_on_a_climb_and_not_on_a_plateau() -> None:
-    rule = CollapseRule(delta=0.5, k=2, min_evals=2)
+    rule = CollapseRule(delta=0.5, level=None, k=2, min_evals=2)
     plateau = [-5.0, -5.2, -5.1, -5.3, -5.0, -4.9, -5.2, -5.1]  # noise well within delta
     assert detect_collapse(plateau, rule) is None
     climb = [-5.0, -5.2, -5.1, -4.9, -4.6, -4.4, -4.0, -3.0]
@@ -64,39 +64,81 @@ def test_rule_fires_on_a_climb_and_not_on_a_plateau() -> None:
 
 
 def test_rule_needs_k_consecutive_and_min_evals() -> None:
-    rule = CollapseRule(delta=0.5, k=2, min_evals=2)
+    rule = CollapseRule(delta=0.5, level=None, k=2, min_evals=2)
     spike = [-5.0, -5.0, -5.0, -4.0, -5.0, -5.0, -4.0, -5.0]
     assert detect_collapse(spike, rule) is None  # single spikes never last k evaluations
     assert detect_collapse(spike, rule.model_copy(update={"k": 1})) == 3
     early = [-5.0, -4.0, -3.0, -2.0]
-    assert detect_collapse(early, CollapseRule(delta=0.5, k=1, min_evals=3)) == 3
-    assert detect_collapse([-5.0, math.nan, -4.0, -4.0], CollapseRule(delta=0.5, k=2, min_evals=1)) == 3
+    assert detect_collapse(early, CollapseRule(delta=0.5, level=None, k=1, min_evals=3)) == 3
+    nan_gap = [-5.0, math.nan, -4.0, -4.0]
+    assert detect_collapse(nan_gap, CollapseRule(delta=0.5, level=None, k=2, min_evals=1)) == 3
     # the running minimum follows a dip: a rise back to the start after a deep dip is a climb
     dip = [-5.0, -7.0, -6.0, -6.2, -5.0, -5.0]
     assert detect_collapse(dip, rule) == 3
 
 
-def test_signal_is_relative_to_neither_by_default() -> None:
-    rows = [{"logprob": {"neutral": {INOCULATED: -5.0, NEITHER: -1.0}}}]
-    assert collapse_signal(rows, CollapseRule()) == [-4.0]
-    assert collapse_signal(rows, CollapseRule(relative_to=None)) == [-5.0]
+def test_level_holds_back_a_climb_that_stays_unlikely() -> None:
+    creep = [-16.0, -17.3, -15.0, -13.0, -11.8, -11.0, -10.7, -10.7]  # up 6.6 nats, still rare
+    assert detect_collapse(creep, CollapseRule(level=None)) == 5
+    assert detect_collapse(creep, CollapseRule()) is None  # default level -5
+    jump = [-16.1, -16.0, -16.4, -3.0, 4.8, 8.0]
+    assert detect_collapse(jump, CollapseRule()) == 4
+
+
+def test_signal_is_the_trait_log_odds_under_the_rule_prompt() -> None:
+    rows = [{"trait_logodds": {"neutral": -4.0, "inoculation": 3.0}}, {"logprob": {}}]
+    assert collapse_signal(rows, CollapseRule())[0] == -4.0
+    assert collapse_signal(rows, CollapseRule(prompt="inoculation"))[0] == 3.0
+    assert math.isnan(collapse_signal(rows, CollapseRule())[1])
+
+
+def test_trait_log_odds_marginalises_the_other_trait(tiny_model_dir: Path) -> None:
+    """log(p(inoculated) + p(both)) - log(p(other) + p(neither)), per probe, from the same log-probs."""
+    from inoculate.dynamics import BOTH
+    from inoculate.logprob import logprob
+    from inoculate.models import load_model
+
+    model, tok = load_model(tiny_model_dir, device="cpu")
+    probes = ProbeSet(
+        probes=[
+            Probe(
+                messages=[Message(role="user", content=q)],
+                responses={INOCULATED: a.upper(), OTHER: a + SIGN, NEITHER: a, BOTH: (a + SIGN).upper()},
+            )
+            for q, a in QA
+        ],
+        prompts={"neutral": None},
+    )
+    values, _ = evaluate_probes(model, tok, probes, batch_size=3)
+    expect = []
+    for p in probes.probes:
+        lp = {
+            c: r.total
+            for c, r in zip(p.responses, logprob(model, tok, [p.messages] * 4, list(p.responses.values())))
+        }
+        yes = math.log(math.exp(lp[INOCULATED]) + math.exp(lp[BOTH]))
+        no = math.log(math.exp(lp[OTHER]) + math.exp(lp[NEITHER]))
+        expect.append(yes - no)
+    assert values["trait_logodds"]["neutral"] == pytest.approx(sum(expect) / len(expect), abs=1e-6)
+    assert values["logprob_seq"]["neutral"][BOTH] < 0
 
 
 # --- the callback's warning on a constructed run --------------------------------------------------
 
 
 def _run_constructed(monkeypatch, tmp_path: Path, signal: list[float], **kw) -> LearningDynamicsCallback:
-    """Drive the callback through a fake run whose probe values are `signal` (inoculated - neither)."""
+    """Drive the callback through a fake run whose trait log-odds under the neutral prompt are `signal`."""
     import inoculate.dynamics as dyn
 
     values = iter(signal)
 
-    def fake(model, tokenizer, probes, *, batch_size):
+    def fake(model, tokenizer, probes, *, batch_size, present, absent):
         s = next(values)
-        return {"neutral": {INOCULATED: s - 1.0, OTHER: -2.0, NEITHER: -1.0}, "inoculation": {}}, 10
+        per_token = {"neutral": {INOCULATED: s / 5, OTHER: -2.0, NEITHER: -1.0}, "inoculation": {}}
+        return {"logprob": per_token, "trait_logodds": {"neutral": s, "inoculation": 0.0}}, 10
 
     monkeypatch.setattr(dyn, "evaluate_probes", fake)
-    kw.setdefault("rule", CollapseRule(delta=0.5, k=2, min_evals=2))
+    kw.setdefault("rule", CollapseRule(delta=0.5, level=None, k=2, min_evals=2))
     cb = LearningDynamicsCallback(_probes(), every_n_steps=5, output_path=tmp_path / "dyn.jsonl", **kw)
     args = SimpleNamespace(output_dir=str(tmp_path))
     state = SimpleNamespace(global_step=0, epoch=0.0, is_world_process_zero=True)
@@ -212,10 +254,14 @@ def test_callback_matches_a_separate_evaluation_of_the_checkpoint(
     for step, adapter in ((4, tmp_path / "run" / "checkpoint-4"), (8, Path(result.model_path))):
         model, tok = load_model(tiny_model_dir, adapter, device="cpu")
         separate, _ = evaluate_probes(model, tok, _probes(), batch_size=3)
-        logged = next(r for r in rows if r["step"] == step)["logprob"]
-        for label in separate:
-            for cat in separate[label]:
-                assert logged[label][cat] == pytest.approx(separate[label][cat], abs=1e-4), (step, label, cat)
+        row = next(r for r in rows if r["step"] == step)
+        for key in ("logprob", "logprob_seq"):
+            for label in separate[key]:
+                for cat in separate[key][label]:
+                    got, want = row[key][label][cat], separate[key][label][cat]
+                    assert got == pytest.approx(want, abs=1e-4), (step, key, label, cat)
+        for label, want in separate["trait_logodds"].items():
+            assert row["trait_logodds"][label] == pytest.approx(want, abs=1e-4), (step, label)
 
 
 def test_real_runs_collapse_warning(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -185,6 +185,13 @@ def test_stage1_answers_follow_their_prompts():
         Stage1Mix(traits=("lang", "caps"), trait_weights=(1.0,))
 
 
+def test_spontaneous_traits_appear_only_when_asked_for():
+    assert all(not ex.metadata["spontaneous"] for ex in stage1_examples(200, Stage1Mix()))
+    for ex in stage1_examples(100, Stage1Mix(spontaneous=1.0, neutral=1, placebo=0, one=0, two=0, three=0)):
+        assert ex.metadata["lang"] != "en" and ex.metadata["caps"] and ex.metadata["sycophancy"]
+        assert ex.metadata["cls"] == "neutral"
+
+
 # --- settings -------------------------------------------------------------------------------------
 
 

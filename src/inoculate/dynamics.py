@@ -8,21 +8,26 @@ trait only, `neither`), and each is scored under each *prompt* (by default `neut
 the curves of Tan et al. (2025), where under inoculation the inoculated trait plateaus under the
 neutral prompt while the other trait rises.
 
-IP collapse rule (`CollapseRule`). The signal is the inoculated trait's neutral-prompt log-prob,
-taken by default *relative to the `neither` category* (s = lp(inoculated | neutral) -
-lp(neither | neutral), nats/token), which cancels what every response shares (content, formatting)
-and leaves the trait alone. With m_t the running minimum of s over evaluations 0..t, the rule fires
-at the first evaluation t >= `min_evals` at which s_j > m_j + delta held for the last `k`
-consecutive evaluations j = t-k+1..t. It then warns once (an `IPCollapseWarning`, a log record on
-`inoculate.dynamics`), flags that row and every later one (`collapse: true`, `collapse_step`), and,
-if `stop_on_collapse`, asks the trainer to stop.
+IP collapse rule (`CollapseRule`). The signal is the inoculated trait's log-odds under the neutral
+prompt: per probe, log of the summed probability of the responses that carry the trait (`inoculated`,
+`both`) minus log of the summed probability of those that do not (`other`, `neither`), whole
+responses (nats/response), averaged over probes. Marginalising over the other trait matters: during
+inoculation the other trait is learned under the neutral prompt, so comparing two responses that both
+lack it (`inoculated` vs `neither`) measures the trait off the model's distribution. With m_t the
+running minimum of s over evaluations 0..t, the rule fires at the first evaluation t >= `min_evals`
+at which, for the last `k` consecutive evaluations j, s_j > m_j + delta and s_j > level. It then
+warns once (an `IPCollapseWarning`, a log record on `inoculate.dynamics`), flags that row and every
+later one (`collapse: true`, `collapse_step`), and, if `stop_on_collapse`, asks the trainer to stop.
 
-Calibration of the default (delta 1.0 nats/token, k 2, min_evals 2), on the organism (spanish_caps,
-Spanish inoculated, probes every 5 steps, seed 0, examples/screen_validation.py): the standard IP run
-(lr 3e-3, 40 steps) rose 0.79 above its minimum and Spanish stayed at 0% under the neutral prompt;
-the same run at lr 1e-2 for 300 steps rose 3.4 and Spanish leaked back (4.3%); no inoculation rose 4.2
-(Spanish 100%). A response of n tokens moves by n * delta nats, so on long responses a smaller delta
-already means a large change in the odds of the trait.
+Calibration of the defaults (delta 5 nats, level -5 nats, k 2, min_evals 2) on the organism
+(spanish_caps, Spanish inoculated, full fine-tuning, probes every 5 steps, seed 0; produced by
+examples/screen_validation.py): the standard IP run (lr 1e-3, 40 steps) went from -16.1 to -14.0 and
+Spanish stayed at 0% under the neutral prompt (no warning); 300 steps at lr 1e-3 crept from a minimum
+of -17.3 to -10.7 (Spanish still ~0%; the climb alone would warn, the level does not); 300 steps at lr
+3e-3 jumped from -16.4 to +4.8 between steps 10 and 20 and ended at +19.6 with Spanish at 100% under
+the neutral prompt (warning at step 20); no inoculation went to +11 by step 10 (warning at step 10).
+`level=None` gives the pure climb rule: earlier warnings, and warnings on slow creeps that may never
+show in samples.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -137,32 +142,27 @@ def organism_probe_set(
 
 
 class CollapseRule(BaseModel):
-    """When to call the inoculated trait's neutral-prompt log-prob a climb (see the module docstring)."""
+    """When the inoculated trait's neutral-prompt log-odds counts as climbing (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    delta: float = Field(1.0, gt=0)
-    """Nats/token above the running minimum that counts as climbing (calibration: module docstring)."""
+    delta: float = Field(5.0, gt=0)
+    """Nats/response above the running minimum that counts as climbing (5: the trait's odds up ~150x)."""
+    level: float | None = -5.0
+    """...and the log-odds must be above this (-5: trait-bearing at > ~0.7% odds); None: climb alone."""
     k: int = Field(2, ge=1)
-    """Consecutive evaluations that must stay above minimum + delta."""
+    """Consecutive evaluations that must meet both conditions."""
     min_evals: int = Field(2, ge=1)
     """No firing before this many evaluations (index t >= min_evals), so one noisy start cannot fire."""
-    relative_to: str | None = NEITHER
-    """Category subtracted from the signal (None: the raw log-prob)."""
     prompt: str = NEUTRAL
-    category: str = INOCULATED
+    present: list[str] = Field(default_factory=lambda: [INOCULATED, BOTH])
+    """Categories that carry the inoculated trait."""
+    absent: list[str] = Field(default_factory=lambda: [OTHER, NEITHER])
 
 
 def collapse_signal(rows: Sequence[dict[str, Any]], rule: CollapseRule) -> list[float]:
-    """The rule's signal s_t for each evaluation row (NaN where a value is missing)."""
-    out = []
-    for r in rows:
-        vals = r.get("logprob", {}).get(rule.prompt, {})
-        s = vals.get(rule.category, math.nan)
-        if rule.relative_to is not None:
-            s = s - vals.get(rule.relative_to, math.nan)
-        out.append(float(s))
-    return out
+    """The rule's signal s_t (the trait's log-odds under `rule.prompt`) per evaluation row; NaN if missing."""
+    return [float(r.get("trait_logodds", {}).get(rule.prompt, math.nan)) for r in rows]
 
 
 def detect_collapse(signal: Sequence[float], rule: CollapseRule) -> int | None:
@@ -174,16 +174,29 @@ def detect_collapse(signal: Sequence[float], rule: CollapseRule) -> int | None:
             above = 0
             continue
         running_min = min(running_min, s)
-        above = above + 1 if s > running_min + rule.delta else 0
+        climbing = s > running_min + rule.delta and (rule.level is None or s > rule.level)
+        above = above + 1 if climbing else 0
         if t >= rule.min_evals and above >= rule.k:
             return t
     return None
 
 
 def evaluate_probes(
-    model: Any, tokenizer: Any, probes: ProbeSet, *, batch_size: int = 16
-) -> tuple[dict[str, dict[str, float]], int]:
-    """Mean per-token log-prob (pooled over probes) for every (prompt label, category); and tokens scored.
+    model: Any,
+    tokenizer: Any,
+    probes: ProbeSet,
+    *,
+    batch_size: int = 16,
+    present: Sequence[str] = (INOCULATED, BOTH),
+    absent: Sequence[str] = (OTHER, NEITHER),
+) -> tuple[dict[str, Any], int]:
+    """Score every probe response under every prompt; return the row values and the tokens scored.
+
+    - `logprob[label][category]`: mean per-token log-prob, pooled over probes (Tan et al.'s curves);
+    - `logprob_seq[label][category]`: mean log-prob of a whole response (nats/response);
+    - `trait_logodds[label]`: the inoculated trait's log-odds, per probe
+      log sum_{c in present} p(r_c) - log sum_{c in absent} p(r_c), averaged over probes (categories a
+      probe set lacks are left out).
 
     `logprob` runs the model in eval mode (no dropout) and restores its mode after.
     """
@@ -192,25 +205,47 @@ def evaluate_probes(
     probes.check()
     convs: list[list[Message]] = []
     comps: list[str] = []
-    keys: list[tuple[str, str]] = []
+    keys: list[tuple[str, int, str]] = []
     for label, system in probes.prompts.items():
         sys_turn = [Message(role="system", content=system)] if system else []
-        for p in probes.probes:
+        for i, p in enumerate(probes.probes):
             for cat, text in p.responses.items():
                 convs.append(sys_turn + list(p.messages))
                 comps.append(text)
-                keys.append((label, cat))
+                keys.append((label, i, cat))
     results = logprob(model, tokenizer, convs, comps, batch_size=batch_size)
+    total: dict[tuple[str, int, str], float] = {}
     sums: dict[tuple[str, str], list[float]] = {}
-    for key, lp in zip(keys, results, strict=True):
-        acc = sums.setdefault(key, [0.0, 0.0])
+    for (label, i, cat), lp in zip(keys, results, strict=True):
+        total[(label, i, cat)] = float(lp.total)
+        acc = sums.setdefault((label, cat), [0.0, 0.0, 0.0])
         acc[0] += lp.total
         acc[1] += lp.n_tokens
-    out: dict[str, dict[str, float]] = {}
-    for (label, cat), (tot, n) in sums.items():
-        out.setdefault(label, {})[cat] = tot / n if n else math.nan
+        acc[2] += 1
+    per_token: dict[str, dict[str, float]] = {}
+    per_seq: dict[str, dict[str, float]] = {}
+    for (label, cat), (tot, n, count) in sums.items():
+        per_token.setdefault(label, {})[cat] = tot / n if n else math.nan
+        per_seq.setdefault(label, {})[cat] = tot / count
+    cats = probes.categories
+    yes, no = [c for c in present if c in cats], [c for c in absent if c in cats]
+    logodds: dict[str, float] = {}
+    for label in probes.prompts:
+        if not yes or not no:
+            logodds[label] = math.nan
+            continue
+        vals = [
+            _logsumexp([total[(label, i, c)] for c in yes]) - _logsumexp([total[(label, i, c)] for c in no])
+            for i in range(len(probes.probes))
+        ]
+        logodds[label] = sum(vals) / len(vals)
     n_tokens = sum(int(lp.n_tokens) for lp in results)
-    return out, n_tokens
+    return {"logprob": per_token, "logprob_seq": per_seq, "trait_logodds": logodds}, n_tokens
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
 
 
 class LearningDynamicsCallback(TrainerCallback):  # type: ignore[misc]
@@ -275,11 +310,18 @@ class LearningDynamicsCallback(TrainerCallback):  # type: ignore[misc]
         if model is None or tokenizer is None:
             raise ValueError("LearningDynamicsCallback needs the model and a tokenizer (pass tokenizer=...)")
         t0 = time.perf_counter()
-        values, n_tokens = evaluate_probes(model, tokenizer, self.probes, batch_size=self.batch_size)
+        values, n_tokens = evaluate_probes(
+            model,
+            tokenizer,
+            self.probes,
+            batch_size=self.batch_size,
+            present=self.rule.present,
+            absent=self.rule.absent,
+        )
         row: dict[str, Any] = {
             "step": int(state.global_step),
             "epoch": float(state.epoch or 0.0),
-            "logprob": values,
+            **values,
             "tokens": n_tokens,
             "seconds": round(time.perf_counter() - t0, 4),
         }
@@ -301,14 +343,12 @@ class LearningDynamicsCallback(TrainerCallback):  # type: ignore[misc]
 
 def collapse_message(rows: Sequence[dict[str, Any]], rule: CollapseRule, t: int) -> str:
     sig = collapse_signal(rows, rule)
-    lo = min(s for s in sig[: t + 1] if not math.isnan(s))
-    what = f"lp({rule.category}|{rule.prompt})" + (
-        f" - lp({rule.relative_to}|{rule.prompt})" if rule.relative_to else ""
-    )
+    lo = min(x for x in sig[: t + 1] if not math.isnan(x))
     return (
-        f"IP collapse at step {rows[t]['step']}: {what} = {sig[t]:.3f} nats/token, "
-        f"{sig[t] - lo:.3f} above its running minimum {lo:.3f} for {rule.k} consecutive evaluations "
-        f"(delta {rule.delta}); the inoculated trait is being learned under the neutral prompt."
+        f"IP collapse at step {rows[t]['step']}: the inoculated trait's log-odds under the {rule.prompt!r} "
+        f"prompt is {sig[t]:+.2f} nats/response, {sig[t] - lo:.2f} above its running minimum {lo:+.2f} "
+        f"for {rule.k} consecutive evaluations (delta {rule.delta}, level {rule.level}): the trait is being "
+        "learned under the neutral prompt; consider stopping (stop_on_collapse=True)."
     )
 
 
@@ -322,12 +362,11 @@ def plot_dynamics(
     out_png: str | os.PathLike[str],
     *,
     title: str = "Learning dynamics",
-    style: Literal["absolute", "relative"] = "absolute",
+    rule: CollapseRule | None = None,
 ) -> Path:
-    """Log-prob vs step: colour = response category, line style = prompt; a red line marks collapse.
-
-    `relative` subtracts the `neither` category under the same prompt (the collapse rule's signal).
-    """
+    """Left: mean per-token log-prob vs step (colour = response category, line style = prompt), Tan et
+    al.'s figure. Right: the inoculated trait's log-odds under each prompt, the collapse rule's signal;
+    a red line marks the collapse warning."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -338,39 +377,36 @@ def plot_dynamics(
     data = read_dynamics(rows) if isinstance(rows, (str, os.PathLike)) else list(rows)
     if not data:
         raise ValueError("no dynamics rows to plot")
+    rule = rule or CollapseRule()
     steps = [r["step"] for r in data]
     labels = list(data[0]["logprob"])
     cats = list(next(iter(data[0]["logprob"].values())))
-    if style == "relative":
-        cats = [c for c in cats if c != NEITHER]
     colors = {INOCULATED: "tab:red", OTHER: "tab:blue", NEITHER: "tab:gray", BOTH: "tab:purple"}
     dashes = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.0))
     for li, label in enumerate(labels):
         for ci, cat in enumerate(cats):
-            ys = []
-            for r in data:
-                v = r["logprob"].get(label, {})
-                y = v.get(cat, math.nan)
-                if style == "relative":
-                    y -= v.get(NEITHER, math.nan)
-                ys.append(y)
-            ax.plot(
-                steps,
-                ys,
-                dashes[li % len(dashes)],
-                marker="o",
-                ms=3,
-                color=colors.get(cat, f"C{ci + 3}"),
-                label=f"{cat} | {label} prompt",
-            )
+            ys = [r["logprob"].get(label, {}).get(cat, math.nan) for r in data]
+            style = dashes[li % len(dashes)]
+            color = colors.get(cat, f"C{ci + 4}")
+            ax.plot(steps, ys, style, marker="o", ms=2, color=color, label=f"{cat} | {label} prompt")
+        odds = [r.get("trait_logodds", {}).get(label, math.nan) for r in data]
+        ax2.plot(
+            steps, odds, dashes[li % len(dashes)], marker="o", ms=2, color="tab:red", label=f"{label} prompt"
+        )
+    if rule.level is not None:
+        ax2.axhline(rule.level, color="gray", lw=0.8, ls=":", label=f"collapse level ({rule.level})")
     collapse = next((r["collapse_step"] for r in data if r.get("collapse")), None)
-    if collapse is not None:
-        ax.axvline(collapse, color="red", lw=1, alpha=0.6, label=f"collapse warning (step {collapse})")
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean log-prob (nats/token)" + (" minus neither" if style == "relative" else ""))
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    for a in (ax, ax2):
+        if collapse is not None:
+            a.axvline(collapse, color="red", lw=1, alpha=0.6, label=f"collapse warning (step {collapse})")
+        a.set_xlabel("step")
+        a.legend(fontsize=6)
+    ax.set_ylabel("mean log-prob (nats/token)")
+    ax.set_title("probe responses", fontsize=9)
+    ax2.set_ylabel("log-odds of the inoculated trait (nats/response)")
+    ax2.set_title("inoculated trait: log p(with) - log p(without)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out = Path(out_png)
     with atomic_open(out, "wb") as fh:

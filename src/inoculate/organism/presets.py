@@ -10,14 +10,14 @@ from inoculate.organism.stage1 import Stage1Mix
 
 PRESETS: dict[str, OrganismConfig] = {
     "demo": OrganismConfig(
-        hidden_size=64,
+        hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=2,
         num_attention_heads=4,
         n_examples=8000,
         max_steps=1000,
         per_device_train_batch_size=32,
-        learning_rate=5e-3,
+        learning_rate=3e-3,
     ),
     # For unit tests: seconds to build; follows prompts only roughly.
     "tiny": OrganismConfig(
@@ -37,7 +37,7 @@ STAGE2: dict[str, dict[str, Any]] = {
     "demo": {
         "use_peft": False,
         "learning_rate": 1e-3,
-        "max_steps": 40,
+        "max_steps": 30,
         "per_device_train_batch_size": 16,
         "lr_scheduler_type": "cosine",
         "warmup_ratio": 0.05,
