@@ -6,9 +6,10 @@
    cost recorded), then trains the organism with each candidate as its inoculation prompt (`pick: all`).
 2. Correlates each screen measure with the post-training suppression of the trait (Spearman, scipy),
    writes OUT/screen/validation.{json,md} and OUT/figures/screen_validation.png, and prints the costs.
-3. Unless --no-dynamics: re-trains the baseline, the standard inoculation condition, and the same with
-   long high-lr training (seed 0) with the learning-dynamics monitor, and plots Tan et al.'s figure to
-   OUT/figures/dynamics_<run>.png (the collapse warning, if it fires, is marked).
+3. Unless --no-dynamics: re-trains the baseline, the standard inoculation condition, and the same for
+   300 steps at the demo's lr and at 3x it (seed 0) with the learning-dynamics monitor; plots Tan et
+   al.'s figure to OUT/figures/dynamics_<run>.png (the collapse warning, if it fires, is marked) and
+   samples each final model under the neutral prompt (OUT/dynamics/summary.json).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inoculate.fileio import write_text_atomic
+from inoculate.fileio import write_json_atomic, write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,13 +28,15 @@ DYNAMICS_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     # label: (condition, TrainConfig overrides)
     "baseline": ("baseline", {}),
     "standard": ("standard", {}),
-    # long, high-lr training: where IP is reported to collapse (the inoculated trait leaks back)
-    "standard_long": ("standard", {"learning_rate": 3e-3, "max_steps": 300}),
+    # long training, where IP is reported to collapse (the inoculated trait leaks back)
+    "standard_long": ("standard", {"max_steps": 300}),
+    "standard_long_lr3e-3": ("standard", {"learning_rate": 3e-3, "max_steps": 300}),
 }
 
 
-def dynamics_figures(out: Path, every: int) -> dict[str, int | None]:
-    """Train each DYNAMICS_RUNS entry (seed 0) with the monitor; plot; return the collapse step (or None)."""
+def dynamics_figures(out: Path, every: int) -> dict[str, Any]:
+    """Train each DYNAMICS_RUNS entry (seed 0) with the monitor, plot it, sample the result under the
+    neutral prompt; write and return the summary."""
     from inoculate.dynamics import LearningDynamicsCallback, organism_probe_set, plot_dynamics
     from inoculate.experiment import load_experiment, prepare
     from inoculate.screen import apply_screen
@@ -42,7 +45,7 @@ def dynamics_figures(out: Path, every: int) -> dict[str, int | None]:
 
     cfg = apply_screen(load_experiment(HERE / "screen_validation.yaml"), out)  # the cached screen
     prep = prepare(cfg, seeds=1)
-    collapse: dict[str, int | None] = {}
+    summary: dict[str, Any] = {}
     for label, (cond, overrides) in DYNAMICS_RUNS.items():
         spec = prep.specs[cond]
         ip = spec.prompt if spec is not None else prep.config.resolve_text("@inoculate_spanish")
@@ -61,12 +64,42 @@ def dynamics_figures(out: Path, every: int) -> dict[str, int | None]:
         tc = TrainConfig.model_validate(
             {**settings, "output_dir": str(out / "dynamics" / label), "seed": 0, "disable_tqdm": True}
         )
-        train(prep.model_path, examples, tc, callbacks=[cb], resume=False)
+        result = train(prep.model_path, examples, tc, callbacks=[cb], resume=False)
         title = f"{label}: lr {settings['learning_rate']}, {settings['max_steps']} steps; IP {ip!r}"
         plot_dynamics(cb.rows, out / "figures" / f"dynamics_{label}.png", title=title)
-        collapse[label] = cb.collapse_step
-        print(f"dynamics {label}: collapse warning at step {cb.collapse_step}")
-    return collapse
+        rates = _neutral_rates(prep, result)
+        summary[label] = {
+            "condition": cond,
+            "learning_rate": settings["learning_rate"],
+            "max_steps": settings["max_steps"],
+            "collapse_step": cb.collapse_step,
+            "trait_logodds": [(r["step"], round(r["trait_logodds"]["neutral"], 3)) for r in cb.rows],
+            "after_training_neutral": rates,
+        }
+        first, last = (r["trait_logodds"]["neutral"] for r in (cb.rows[0], cb.rows[-1]))
+        print(
+            f"dynamics {label}: collapse warning at step {cb.collapse_step}; log-odds {first:+.1f} -> "
+            f"{last:+.1f}; under the neutral prompt after training: {rates}"
+        )
+    write_json_atomic(out / "dynamics" / "summary.json", summary)
+    return summary
+
+
+def _neutral_rates(prep: Any, result: Any) -> dict[str, float]:
+    """Sample the trained model on the eval set under the neutral prompt; mean of each trait scorer."""
+    from inoculate.experiment.runner import score_generations
+    from inoculate.generate import SamplingParams
+    from inoculate.generate.hf import HFBackend
+    from inoculate.records import ChatExample, Message
+
+    model = prep.model_path if result.is_adapter else result.model_path
+    backend = HFBackend(model, result.model_path if result.is_adapter else None, batch_size=270)
+    neutral = prep.eval_prompts["neutral"]
+    system = [Message(role="system", content=neutral)] if neutral else []
+    questions = [ChatExample(id=ex.id, messages=[*system, *ex.prompt_messages]) for ex in prep.eval_examples]
+    gens = backend.generate(questions, SamplingParams(**prep.config.sampling.model_dump(), seed=0))
+    _rows, means = score_generations(gens, prep.scorers)
+    return {name: round(m["mean"], 3) for name, m in means.items() if m["mean"] is not None}
 
 
 def main() -> None:

@@ -112,10 +112,8 @@ def test_trait_log_odds_marginalises_the_other_trait(tiny_model_dir: Path) -> No
     values, _ = evaluate_probes(model, tok, probes, batch_size=3)
     expect = []
     for p in probes.probes:
-        lp = {
-            c: r.total
-            for c, r in zip(p.responses, logprob(model, tok, [p.messages] * 4, list(p.responses.values())))
-        }
+        scored = logprob(model, tok, [p.messages] * 4, list(p.responses.values()))
+        lp = {c: r.total for c, r in zip(p.responses, scored, strict=True)}
         yes = math.log(math.exp(lp[INOCULATED]) + math.exp(lp[BOTH]))
         no = math.log(math.exp(lp[OTHER]) + math.exp(lp[NEITHER]))
         expect.append(yes - no)
@@ -266,8 +264,9 @@ def test_callback_matches_a_separate_evaluation_of_the_checkpoint(
 
 def test_real_runs_collapse_warning(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Caps responses under the neutral prompt (no inoculation at all: the extreme collapse) fire the
-    rule; plain responses (the trait never trained) do not. Full fine-tuning, 16 steps."""
-    rule = CollapseRule(delta=0.5, k=2, min_evals=2)
+    rule; plain responses (the trait never trained) do not. Full fine-tuning, 16 steps. On a random
+    model the caps responses start near -95 nats of log-odds, so the level condition is off."""
+    rule = CollapseRule(level=None)
     run = {"steps": 16, "learning_rate": 3e-3, "use_peft": False, "save_steps": 0}
     trait = [chat(q, a.upper(), id=f"t{i}") for i, (q, a) in enumerate(QA)] * 2
     with pytest.warns(IPCollapseWarning):

@@ -21,11 +21,12 @@ later one (`collapse: true`, `collapse_step`), and, if `stop_on_collapse`, asks 
 
 Calibration of the defaults (delta 5 nats, level -5 nats, k 2, min_evals 2) on the organism
 (spanish_caps, Spanish inoculated, full fine-tuning, probes every 5 steps, seed 0; produced by
-examples/screen_validation.py): the standard IP run (lr 1e-3, 40 steps) went from -16.1 to -14.0 and
-Spanish stayed at 0% under the neutral prompt (no warning); 300 steps at lr 1e-3 crept from a minimum
-of -17.3 to -10.7 (Spanish still ~0%; the climb alone would warn, the level does not); 300 steps at lr
-3e-3 jumped from -16.4 to +4.8 between steps 10 and 20 and ended at +19.6 with Spanish at 100% under
-the neutral prompt (warning at step 20); no inoculation went to +11 by step 10 (warning at step 10).
+examples/screen_validation.py, figures in runs/screen_validation/figures/dynamics_*.png): the demo's
+IP run (lr 1e-3, 30 steps) stayed within 3.5 nats of its minimum (-16.1 -> -14.0) and Spanish stayed
+at 0% under the neutral prompt (no warning); 300 steps at lr 1e-3 crept from a minimum of -17.3 to
+-10.7 (Spanish 0.8% after training; the climb alone would warn, the level holds it back); 300 steps at
+lr 3e-3 jumped from -16.4 to +4.8 by step 20 and ended at +19.6, Spanish at 100% under the neutral
+prompt (warning at step 20); no inoculation reached +11.1 by step 10 (warning at step 10).
 `level=None` gives the pure climb rule: earlier warnings, and warnings on slow creeps that may never
 show in samples.
 """
