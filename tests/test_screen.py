@@ -171,7 +171,7 @@ def test_recommendation_and_placebo_flag(result) -> None:
     assert result.recommendation == "strong"
     flagged = {c.name for c in result.candidates if c.placebo_like}
     assert "placebo" in flagged and "strong" not in flagged and "weak" not in flagged
-    assert any(w.startswith("placebo is placebo-like") for w in result.warnings)
+    assert any(w.startswith("placebo is placebo-like (likely will not inoculate)") for w in result.warnings)
     assert "surprise" in result.rule
 
 
@@ -463,3 +463,49 @@ def test_organism_contrast_removes_only_the_trait() -> None:
     assert organism_contrast(train, "keyword:gato") is None
     plain = [chat(ex.messages[0].content, ex.completion.lower(), id=ex.id) for ex in train]
     assert organism_contrast(plain, "all_caps") is None  # responses without the trait: no contrast
+
+
+def test_warns_when_a_candidate_also_elicits_another_trait(toy) -> None:
+    """A second scorer that the strong prompt also triggers (here: any upper-case letter) is named."""
+    from inoculate.scorers import get_scorer
+    from inoculate.screen import ScreenConfig, questions_of, screen
+
+    model, tok = toy
+    res = screen(
+        model,
+        tok,
+        _candidates(),
+        questions=questions_of(_train_examples()),
+        scorers=[get_scorer("keyword:paris"), get_scorer("regex:[A-Z]{3}")],
+        config=ScreenConfig(
+            measures=["elicitation"], pick="elicitation", samples_per_question=8, max_new_tokens=16
+        ),
+    )
+    also = [w for w in res.warnings if "also elicits regex:[A-Z]{3}" in w]
+    assert any(w.startswith("strong also elicits") for w in also)
+    assert not any(w.startswith(("placebo also", "neutral also")) for w in also)
+    assert res.get("strong").also_elicits == ["regex:[A-Z]{3}"] and res.get("placebo").also_elicits == []
+    assert res.recommendation != "strong"  # it would inoculate the second trait too
+
+
+def test_about_zero_is_judged_on_the_scale_of_the_best_candidate() -> None:
+    """Floors are max(absolute floor, 10% of the best candidate): 1.5 nats is 'about zero' beside 31."""
+    from inoculate.screen import CandidateScore, Interval, ScreenConfig, _flag
+
+    def cand(name: str, trait: float, half: float = 0.3, neutral: bool = False) -> CandidateScore:
+        return CandidateScore(
+            name=name,
+            prompt=name,
+            neutral=neutral,
+            trait=Interval(mean=trait, ci_low=trait - half, ci_high=trait + half, n=9),
+        )
+
+    cands = {
+        c.name: c
+        for c in (cand("n", 0.0, 0.0, True), cand("strong", 31.2), cand("french", 17.4), cand("caps", 1.5))
+    }
+    _flag(cands, cands["n"], None, ScreenConfig())
+    assert [c.name for c in cands.values() if c.placebo_surprise] == ["caps"]
+    alone = {c.name: c for c in (cand("n", 0.0, 0.0, True), cand("caps", 1.5))}
+    _flag(alone, alone["n"], None, ScreenConfig())
+    assert not alone["caps"].placebo_surprise  # above the absolute 0.5 floor, and the best there is

@@ -22,15 +22,19 @@ is the log-odds the prompt puts on the trait-bearing rendering; the trait reduct
 t_i(c) - t_i(neutral). Unlike the total surprise reduction it ignores whatever else the prompt makes
 likely or unlikely, so it separates "names the trait" from "shifts the response distribution".
 
-**Placebo-like** (a warning, and excluded from the recommendation): on elicitation, the candidate's
-interval for the primary trait reaches down to the neutral rate (ci_low <= neutral rate); on
-surprise, the interval of the trait reduction (if computed, else of the surprise reduction) reaches
-down to `floor` (ci_low <= trait_floor / surprise_floor).
+**Placebo-like** (a warning per measure; excluded from the recommendation when it holds on the pick
+measure): on elicitation, the candidate's interval for the primary trait reaches down to the neutral
+rate (ci_low <= neutral rate); on surprise, the interval of the trait reduction (if computed, else of
+the surprise reduction) reaches down to its floor: max(trait_floor or surprise_floor, relative_floor x
+the best candidate's value), so "about zero" is judged on the scale of the effects this model shows.
 
-**Recommendation rule**: among non-neutral candidates not placebo-like on the pick measure, the one
-with the highest pick measure (surprise: trait reduction if computed, else surprise reduction;
-elicitation: the primary trait's rate), ties broken by the other measure. None if no candidate
-qualifies.
+**Also elicits**: a candidate whose elicitation interval for another scored trait lies above the
+neutral prompt's would inoculate that trait too; it is warned about and not recommended.
+
+**Recommendation rule**: among non-neutral candidates not placebo-like on the pick measure and
+eliciting no other scored trait, the one with the highest pick measure (surprise: the trait
+reduction if computed, else the surprise reduction; elicitation: the primary trait's rate), ties
+broken by the other measure. None if no candidate qualifies.
 """
 
 from __future__ import annotations
@@ -112,6 +116,8 @@ class ScreenConfig(BaseModel):
     """Nats/token: a surprise reduction whose interval reaches this low counts as placebo-like."""
     trait_floor: float = 0.5
     """Nats/response: the same for the trait-specific term."""
+    relative_floor: float = Field(0.1, ge=0, lt=1)
+    """...or this fraction of the best candidate's value, whichever is higher (effects are model-scaled)."""
     confidence: float = 0.95
 
 
@@ -147,6 +153,8 @@ class CandidateScore(BaseModel):
     """Trait-specific reduction vs neutral, nats/response."""
     placebo_elicitation: bool = False
     placebo_surprise: bool = False
+    also_elicits: list[str] = Field(default_factory=list)
+    """Other scored traits this prompt elicits above the neutral prompt (it would inoculate them too)."""
     cost: dict[str, Cost] = Field(default_factory=dict)
     rank: int = 0
 
@@ -263,7 +271,12 @@ class ScreenResult(BaseModel):
             if c.name == self.recommendation:
                 flags.append("[bold green]recommended[/]")
             if c.placebo_like and not c.neutral:
-                flags.append("[yellow]placebo-like[/]")
+                on = [
+                    m
+                    for m, f in (("elicitation", c.placebo_elicitation), ("surprise", c.placebo_surprise))
+                    if f
+                ]
+                flags.append(f"[yellow]placebo-like ({', '.join(on)})[/]")
             cells.append(", ".join(flags))
             t.add_row(*cells)
         costs = [f"{m}: {c.tokens:,} tokens, {c.seconds:.2f} s" for m, c in self.cost.items()]
@@ -536,17 +549,27 @@ def elicitation_scores(
 def _flag(
     result: dict[str, CandidateScore], neutral: CandidateScore, primary: str | None, cfg: ScreenConfig
 ) -> None:
-    for c in result.values():
-        if c.neutral:
-            continue
+    others = [c for c in result.values() if not c.neutral]
+    best_trait = max((c.trait.mean for c in others if c.trait is not None), default=0.0)
+    best_surprise = max((c.surprise.mean for c in others if c.surprise is not None), default=0.0)
+    for c in others:
         if primary is not None and primary in c.elicitation:
             base = neutral.elicitation[primary].mean
             iv = c.elicitation[primary]
             c.placebo_elicitation = bool(not math.isnan(iv.ci_low) and iv.ci_low <= base) or iv.mean <= base
         if c.trait is not None:
-            c.placebo_surprise = _reaches(c.trait, cfg.trait_floor)
+            c.placebo_surprise = _reaches(c.trait, max(cfg.trait_floor, cfg.relative_floor * best_trait))
         elif c.surprise is not None:
-            c.placebo_surprise = _reaches(c.surprise, cfg.surprise_floor)
+            c.placebo_surprise = _reaches(
+                c.surprise, max(cfg.surprise_floor, cfg.relative_floor * best_surprise)
+            )
+        c.also_elicits = [
+            name
+            for name, iv in c.elicitation.items()
+            if name != primary
+            and name in neutral.elicitation
+            and iv.ci_low > neutral.elicitation[name].ci_high
+        ]
 
 
 def _reaches(iv: Interval, floor: float) -> bool:
@@ -581,13 +604,19 @@ def rank_candidates(
         if pick == "elicitation"
         else "the trait-specific surprise reduction (else the total surprise reduction)"
     )
-    rule = f"highest {what} among non-neutral candidates not placebo-like on {pick}; ties broken by {other}"
+    rule = (
+        f"highest {what} among non-neutral candidates not placebo-like on {pick} that elicit no other "
+        f"scored trait; ties broken by {other}"
+    )
     placebo = (lambda c: c.placebo_elicitation) if pick == "elicitation" else (lambda c: c.placebo_surprise)
     best = next(
         (
             c
             for c in ranked
-            if not c.neutral and not placebo(c) and not math.isnan(pick_value(c, pick, primary))
+            if not c.neutral
+            and not placebo(c)
+            and not c.also_elicits
+            and not math.isnan(pick_value(c, pick, primary))
         ),
         None,
     )
@@ -698,14 +727,27 @@ def screen(
             )
         if c.placebo_surprise:
             if c.trait is not None:
-                reasons.append(
-                    f"trait reduction {_fmt_iv(c.trait, '+.2f')} nats/response reaches {cfg.trait_floor}"
-                )
+                reasons.append(f"trait reduction {_fmt_iv(c.trait, '+.2f')} nats/response is about zero")
             elif c.surprise is not None:
                 iv_text = _fmt_iv(c.surprise, "+.3f")
-                reasons.append(f"surprise reduction {iv_text} nats/token reaches {cfg.surprise_floor}")
+                reasons.append(f"surprise reduction {iv_text} nats/token is about zero")
         if reasons:
-            warn.append(f"{c.name} is placebo-like (likely will not inoculate): " + "; ".join(reasons))
+            ran = [m for m in ("elicitation", "surprise") if m in cfg.measures]
+            on = [
+                m for m, f in (("elicitation", c.placebo_elicitation), ("surprise", c.placebo_surprise)) if f
+            ]
+            verdict = (
+                "likely will not inoculate"
+                if on == ran
+                else f"on {', '.join(on)} only: the measures disagree"
+            )
+            warn.append(f"{c.name} is placebo-like ({verdict}): " + "; ".join(reasons))
+        for name in c.also_elicits:
+            iv, ref = c.elicitation[name], neutral.elicitation[name]
+            warn.append(
+                f"{c.name} also elicits {name} ({iv.mean:.0%}; neutral {ref.mean:.0%}): it would likely "
+                f"suppress {name} too, so it is not recommended"
+            )
     if best is None:
         warn.append(f"no candidate qualifies under the rule ({rule}): none is recommended")
     if "elicitation" in cfg.measures and questions_source == "training data":
@@ -959,6 +1001,7 @@ def organism_contrast(examples: Sequence[ChatExample], trait_spec: str) -> list[
 
 def run_screen_block(cfg: Any, root: str | os.PathLike[str], *, seeds: int | None = None) -> ScreenResult:
     """Screen the experiment's candidates (cached in ROOT/screen by a hash of everything it reads)."""
+    import inoculate
     from inoculate.experiment.cache import hash_obj, is_done, mark_done
     from inoculate.experiment.runner import prepare
     from inoculate.models import load_model
@@ -1001,6 +1044,7 @@ def run_screen_block(cfg: Any, root: str | os.PathLike[str], *, seeds: int | Non
             "data": prep.data_hashes,
             "scorers": {t: cfg.traits[t] for t in scorer_names},
             "generation": cfg.generation.model_dump(),
+            "version": inoculate.__version__,
             "contrast": [p.model_dump() for p in contrast] if contrast else None,
         }
     )
