@@ -1,15 +1,16 @@
-"""Validate `inoculate screen` on the organism: does screening predict inoculation?
+"""Validate `inoculate screen` on the organism, then study IP collapse under long training.
 
     python examples/screen_validation.py [--out runs/screen_validation] [--seeds N] [--no-dynamics]
 
 1. `inoculate run examples/screen_validation.yaml`: screens every candidate (elicitation and surprise,
-   cost recorded), then trains the organism with each candidate as its inoculation prompt (`pick: all`).
-2. Correlates each screen measure with the post-training suppression of the trait (Spearman, scipy),
-   writes OUT/screen/validation.{json,md} and OUT/figures/screen_validation.png, and prints the costs.
-3. Unless --no-dynamics: re-trains the baseline, the standard inoculation condition, and the same for
-   300 steps at the demo's lr and at 3x it (seed 0) with the learning-dynamics monitor; plots Tan et
-   al.'s figure to OUT/figures/dynamics_<run>.png (the collapse warning, if it fires, is marked) and
-   samples each final model under the neutral prompt (OUT/dynamics/summary.json).
+   cost recorded), trains the organism with each candidate as its inoculation prompt (`pick: all`), and
+   writes report.md, whose "Prompt screen" section correlates each screen measure with the
+   post-training suppression of the trait (Spearman), plots them (figures/screen_validation.png),
+   compares the measures' costs and sample sizes (OUT/screen/validation.json). Printed here too.
+2. Unless --no-dynamics: re-trains the standard inoculation condition for 300 steps at the demo's lr
+   and at 3x it (seed 0) with the learning-dynamics monitor; plots Tan et al.'s figure to
+   OUT/figures/collapse_<run>.png (the collapse warning, if it fires, is marked) and samples each final
+   model under the neutral prompt (OUT/collapse/summary.json).
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inoculate.fileio import write_json_atomic, write_text_atomic
+from inoculate.fileio import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
 
 
 DYNAMICS_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     # label: (condition, TrainConfig overrides)
-    "baseline": ("baseline", {}),
-    "standard": ("standard", {}),
-    # long training, where IP is reported to collapse (the inoculated trait leaks back)
+    # demo-length runs are in the report (the `dynamics:` block); here long training, where IP is
+    # reported to collapse (the inoculated trait leaks back)
     "standard_long": ("standard", {"max_steps": 300}),
     "standard_long_lr3e-3": ("standard", {"learning_rate": 3e-3, "max_steps": 300}),
 }
@@ -62,11 +62,11 @@ def dynamics_figures(out: Path, every: int) -> dict[str, Any]:
         cb = LearningDynamicsCallback(probes, every_n_steps=every)
         settings = {**prep.train_config, **overrides}
         tc = TrainConfig.model_validate(
-            {**settings, "output_dir": str(out / "dynamics" / label), "seed": 0, "disable_tqdm": True}
+            {**settings, "output_dir": str(out / "collapse" / label), "seed": 0, "disable_tqdm": True}
         )
         result = train(prep.model_path, examples, tc, callbacks=[cb], resume=False)
         title = f"{label}: lr {settings['learning_rate']}, {settings['max_steps']} steps; IP {ip!r}"
-        plot_dynamics(cb.rows, out / "figures" / f"dynamics_{label}.png", title=title)
+        plot_dynamics(cb.rows, out / "figures" / f"collapse_{label}.png", title=title)
         rates = _neutral_rates(prep, result)
         summary[label] = {
             "condition": cond,
@@ -81,7 +81,7 @@ def dynamics_figures(out: Path, every: int) -> dict[str, Any]:
             f"dynamics {label}: collapse warning at step {cb.collapse_step}; log-odds {first:+.1f} -> "
             f"{last:+.1f}; under the neutral prompt after training: {rates}"
         )
-    write_json_atomic(out / "dynamics" / "summary.json", summary)
+    write_json_atomic(out / "collapse" / "summary.json", summary)
     return summary
 
 
@@ -116,7 +116,7 @@ def main() -> None:
 
     from inoculate.experiment import run_experiment
     from inoculate.screen import ScreenResult
-    from inoculate.screen_validation import validate_screen, validation_markdown
+    from inoculate.screen_validation import ScreenValidation
 
     t0 = time.perf_counter()
     outcome = run_experiment(HERE / "screen_validation.yaml", args.out, seeds=args.seeds)
@@ -126,9 +126,8 @@ def main() -> None:
     from rich.console import Console
 
     Console(width=180).print(screen.table())
-    v = validate_screen(args.out)
-    print(v.summary())
-    write_text_atomic(args.out / "screen" / "validation.md", validation_markdown(v))
+    v = ScreenValidation.model_validate_json((args.out / "screen" / "validation.json").read_text())
+    print(v.summary())  # the full section, with the sample-size table, is in report.md
     if not args.no_dynamics:
         dynamics_figures(args.out, args.every)
     print(f"total {time.perf_counter() - t0:.0f} s; outputs in {args.out}")

@@ -62,3 +62,15 @@ def write_small_experiment(folder: Path, model: Path, *, seeds: int = 2, **data_
     path = folder / "small.yaml"
     path.write_text(SMALL_YAML.format(model=model, caps=CAPS, spanish=SPANISH, neutral=NEUTRAL, seeds=seeds))
     return path
+
+
+def errors_of(path: Path) -> list[str]:
+    """The located messages `load_experiment` raises for a bad experiment file."""
+    import pytest
+
+    from inoculate.errors import InputErrors
+    from inoculate.experiment import load_experiment
+
+    with pytest.raises(InputErrors) as info:
+        load_experiment(path)
+    return [str(e) for e in info.value.errors]

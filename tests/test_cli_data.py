@@ -349,6 +349,10 @@ def test_skip_invalid_writes_output_and_an_errors_report(tmp_path: Path) -> None
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "c"]
     report = [json.loads(x) for x in (tmp_path / "out.errors.jsonl").read_text().splitlines()]
     assert report == [{"file": str(src), "line": 2, "field": "messages", "message": "no assistant turn"}]
+    src.write_text(good("a") + "\n" + good("c") + "\n")  # fixed input: the old report must go
+    result = run("apply", src, "-o", out, "--prompt", P, "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "out.errors.jsonl").exists() and "skipped" not in result.stderr
 
 
 def test_output_format_prompt_completion(tmp_path: Path) -> None:
@@ -386,6 +390,22 @@ def test_neutralize_builds_the_eval_set(inoculated: Path) -> None:
     originals = [json.loads(x) for x in SAMPLE.read_text().splitlines()]
     assert [r["messages"] for r in rows] == [o["messages"][:-1] for o in originals]
     assert "wrote 40 neutral rows (34 were inoculated)" in result.stdout
+
+
+def test_neutralize_refuses_a_manifest_written_for_another_version_of_the_file(inoculated: Path) -> None:
+    """An output changed after `apply` wrote its manifest (or a run stopped between the two writes)
+    would be neutralized at stale positions: refused, naming both files, nothing written."""
+    d = inoculated.parent
+    lines = inoculated.read_text().splitlines()
+    inoculated.write_text("\n".join(lines[:-1]) + "\n")
+    out = d / "eval.jsonl"
+    result = run("neutralize", inoculated, "-o", out, "--manifest", d / "train.manifest.json")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"ERROR: {inoculated}:0: <file>: manifest {d / 'train.manifest.json'} was written for another "
+        "version of this file (sha256 "
+    )
+    assert "re-run `inoculate apply` to rewrite both" in result.stderr and not out.exists()
 
 
 def test_neutralize_with_a_system_prompt(inoculated: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from inoculate.errors import InputErrors
+from experiment_support import errors_of
 from inoculate.experiment import load_experiment
 from inoculate.experiment.expect import check, parse_rule
 
@@ -51,12 +51,6 @@ def write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "exp.yaml"
     p.write_text(textwrap.dedent(text))
     return p
-
-
-def errors_of(path: Path) -> list[str]:
-    with pytest.raises(InputErrors) as info:
-        load_experiment(path)
-    return [str(e) for e in info.value.errors]
 
 
 def edit(old: str, new: str) -> str:

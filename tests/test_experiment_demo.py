@@ -119,3 +119,15 @@ def test_demo_report_includes_the_organism_elicitation_table(tiny_demo):
     man = json.loads((tiny_demo / "manifest.json").read_text())
     assert man["eval_prompts"]["training"]["inoculate_spanish"]["seen"] == ["You always answer in Spanish."]
     assert man["eval_prompts"]["neutral"]["seen"] == ["You are a helpful assistant."]
+
+
+def test_demo_monitors_the_spanish_inoculation(tiny_demo):
+    """The demo's `dynamics:` block: curves for inoculate_spanish only, in the report."""
+    assert demo_config().dynamics == {"every": 5, "conditions": ["inoculate_spanish"]}
+    assert {p.name for p in (tiny_demo / "figures").glob("dynamics_*.png")} == {
+        "dynamics_inoculate_spanish.png"
+    }
+    assert (tiny_demo / "inoculate_spanish" / "seed_1" / "dynamics.jsonl").is_file()
+    assert not (tiny_demo / "baseline" / "seed_0" / "dynamics.jsonl").exists()
+    text = (tiny_demo / "report.md").read_text()
+    assert "## Learning dynamics" in text and "![figures/dynamics_inoculate_spanish.png]" in text

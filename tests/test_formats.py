@@ -253,3 +253,48 @@ def test_hub_failure_is_one_input_error(monkeypatch) -> None:
     with pytest.raises(InputErrors) as e:
         load_examples("hf:someone/x")
     assert str(e.value.errors[0]) == "hf:someone/x:0: <dataset>: could not load: ConnectionError: offline"
+
+
+def test_json_array_file_is_read_with_the_line_each_row_starts_on(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "prompt": "Q1", "completion": "A1"},
+        {"id": "b", "prompt": "Q2", "completion": "A2"},
+        {"id": "c", "prompt": "Q3"},
+    ]
+    p = tmp_path / "rows.json"
+    p.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    loaded = load_examples(p, skip_invalid=True)
+    assert loaded.format == "prompt-completion"
+    assert [ex.id for ex in loaded.examples] == ["a", "b"]
+    assert loaded.examples[1].completion == "A2"
+    text = p.read_text()
+    line_c = text[: text.index('"c"')].count("\n")  # the row's "{" is on the line before its id
+    assert [(e.line, e.field) for e in loaded.errors] == [(line_c, "completion")]
+    assert loaded.lines == [2, text[: text.index('"b"')].count("\n")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[\n  {"id": "a", "prompt": "Q", "completion": "A"},\n  {"id": \n',
+            "rows.json:4: <json>: invalid JSON: Expecting value",
+        ),
+        (
+            '[\n  {"id": "a", "prompt": "Q", "completion": "A"}\n',
+            "rows.json:3: <json>: invalid JSON: the array",
+        ),
+        ('[{"id": "a", "prompt": "Q", "completion": "A"}] x', "rows.json:1: <json>: invalid JSON: the array"),
+    ],
+)
+def test_broken_json_array_names_the_line(tmp_path: Path, text: str, expected: str) -> None:
+    p = tmp_path / "rows.json"
+    p.write_text(text, encoding="utf-8")
+    msgs = errors_of(p)
+    assert len(msgs) == 1 and msgs[0].startswith(f"{tmp_path / expected}"), msgs
+
+
+def test_json_lines_in_a_dot_json_file_still_read_as_jsonl(tmp_path: Path) -> None:
+    row = {"id": "a", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    p = write_lines(tmp_path / "rows.json", [json.dumps(row), json.dumps({**row, "id": "b"})])
+    assert [ex.id for ex in read_examples(p)[0]] == ["a", "b"]

@@ -70,6 +70,41 @@ def test_batch_size_and_order_do_not_change_results(tiny_model_dir: Path) -> Non
         assert a.tokens == pytest.approx(b.tokens, abs=1e-4)
 
 
+SHARED = "You are an assistant that answers every question in Spanish, briefly and politely."
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_llama3_dir"])
+def test_shared_prefix_runs_once_and_changes_no_number(fixture: str, request: pytest.FixtureRequest) -> None:
+    """One system prompt against many responses (a screen): the common prefix runs once per batch, the
+    log-probs equal a direct pass, and fewer tokens go through the model than without sharing."""
+    import inoculate.logprob as lp_mod
+
+    model, tok = load_model(request.getfixturevalue(fixture), device="cpu")
+    system = Message(role="system", content=SHARED)
+    convs = [
+        [system, Message(role="user", content=q)] for q in ("hi", "What is the capital of France?", "Why?")
+    ]
+    comps = ["hola", "La capital de Francia es Paris.", "Porque " * 5]
+    shapes: list[tuple[int, ...]] = []
+    real_forward = type(model).forward
+
+    def spy(self, *args, **kw):  # type: ignore[no-untyped-def]
+        shapes.append(tuple(kw["input_ids"].shape))
+        return real_forward(self, *args, **kw)
+
+    request.getfixturevalue("monkeypatch").setattr(type(model), "forward", spy)
+    shared = logprob(model, tok, convs, comps, batch_size=3)
+    assert len(shapes) == 2 and shapes[0][0] == 1  # the prefix once, then the three rows
+    p = shapes[0][1]
+    assert p >= lp_mod.MIN_SHARED_PREFIX
+    plain = logprob(model, tok, convs, comps, batch_size=3, share_prefix=False)
+    for a, b, conv, comp in zip(shared, plain, convs, comps, strict=True):
+        want = direct(model, tok, conv, comp)
+        assert a.tokens == pytest.approx(want, abs=1e-4) and b.tokens == pytest.approx(want, abs=1e-4)
+        assert b.n_forward == a.n_context + a.n_tokens
+    assert sum(a.n_forward for a in shared) == pytest.approx(sum(b.n_forward for b in plain) - 2 * p)
+
+
 def test_system_prompt_changes_the_logprob(tiny_model_dir: Path) -> None:
     model, tok = load_model(tiny_model_dir, device="cpu")
     user = Message(role="user", content="What is the capital of France?")

@@ -11,6 +11,8 @@ from inoculate.models import (
     ChatTemplateError,
     encode_prompt,
     encode_prompt_completion,
+    encode_prompt_completions,
+    encode_prompts,
     load_model,
     load_tokenizer,
     render,
@@ -162,3 +164,45 @@ def test_encode_prompt_completion_splits_at_the_assistant_content(
     tail = tok.decode(ids[start:])
     assert tail.startswith("Paris.")
     assert tail.rstrip("\n") in ("Paris.<|im_end|>", "Paris.<|eot_id|>")
+
+
+@pytest.mark.parametrize("template", ["chatml", "qwen25", "llama31", "gemma3"])
+def test_batched_encoding_equals_one_conversation_at_a_time(tiny_model_dir: Path, template: str) -> None:
+    """The batched encoders (used by logprob, generation and training) give the ids that
+    apply_chat_template gives each conversation alone, for conversations of different shapes."""
+    from inoculate.testing import TEMPLATES
+
+    texts = {**TEMPLATES, "qwen25": QWEN25_TEMPLATE, "llama31": LLAMA31_TEMPLATE, "gemma3": GEMMA3_TEMPLATE}
+    tok = load_tokenizer(tiny_model_dir, chat_template=texts[template])
+    convs = [
+        [{"role": "user", "content": "Q?"}],
+        [{"role": "system", "content": "You always answer in Spanish."}, {"role": "user", "content": "Hi"}],
+        [
+            {"role": "system", "content": "  Spaces.  "},
+            {"role": "user", "content": "One"},
+            {"role": "assistant", "content": "Two"},
+            {"role": "user", "content": "Three, a longer turn with more words in it"},
+        ],
+    ]
+    comps = ["Paris.", "Hola, ¿qué tal?", "FOUR"]
+    alone = [
+        tok.apply_chat_template(c, tokenize=True, return_dict=True, add_generation_prompt=True)["input_ids"]
+        for c in convs
+    ]
+    assert encode_prompts(tok, convs) == [list(a) for a in alone]
+    batched = encode_prompt_completions(tok, convs, comps)
+    for c, r, a, (ids, start) in zip(convs, comps, alone, batched, strict=True):
+        full = tok.apply_chat_template(
+            [*c, {"role": "assistant", "content": r}], tokenize=True, return_dict=True
+        )
+        assert ids == list(full["input_ids"])
+        assert ids[:start] == list(a) and start == len(a)
+        assert (ids, start) == encode_prompt_completion(tok, c, r)
+
+
+def test_batched_encoding_names_the_rejected_conversation(tiny_model_dir: Path) -> None:
+    tok = load_tokenizer(tiny_model_dir, chat_template=GEMMA2_TEMPLATE)
+    ok = [{"role": "user", "content": "Q?"}]
+    bad = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}]
+    with pytest.raises(ChatTemplateError, match=r"roles \['system', 'user'\].*System role not supported"):
+        encode_prompts(tok, [ok, bad])

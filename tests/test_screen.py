@@ -425,11 +425,13 @@ def test_screen_block_errors(toy_dir: Path, tmp_path: Path) -> None:
     assert any("condition 'baseline' is already declared" in str(x) for x in e.value.errors)
 
 
-def test_surprise_scores_each_distinct_sequence_once(toy) -> None:
+def test_surprise_scores_each_distinct_sequence_once(toy, monkeypatch: pytest.MonkeyPatch) -> None:
     """Repeated training rows and contrast pairs whose trait side is a training response cost nothing
-    extra, and change no number."""
+    extra, and change no number. (Prefix sharing off, so each sequence's tokens count in full.)"""
+    import inoculate.logprob
     from inoculate.screen import surprise_scores
 
+    monkeypatch.setattr(inoculate.logprob, "MIN_SHARED_PREFIX", 10**9)
     model, tok = toy
     once = surprise_scores(model, tok, _candidates(), _train_examples(), contrast=_contrast())
     twice = surprise_scores(model, tok, _candidates(), _train_examples() * 2, contrast=_contrast() * 2)
@@ -509,3 +511,110 @@ def test_about_zero_is_judged_on_the_scale_of_the_best_candidate() -> None:
     alone = {c.name: c for c in (cand("n", 0.0, 0.0, True), cand("caps", 1.5))}
     _flag(alone, alone["n"], None, ScreenConfig())
     assert not alone["caps"].placebo_surprise  # above the absolute 0.5 floor, and the best there is
+
+
+def test_run_with_pick_all_reports_the_screen_and_its_validation(toy_dir: Path, tmp_path: Path) -> None:
+    """`pick: all` beside a baseline: report.md shows the ranked screen, its costs, and the Spearman
+    validation against suppression computed from the run's own summary.csv."""
+    import csv
+
+    from inoculate.experiment import run_experiment
+
+    path = _write_experiment(tmp_path / "exp", toy_dir, pick="all")
+    text = path.read_text().replace("{name: placebo,", f'{{name: weak, prompt: "{WEAK}"}}, {{name: placebo,')
+    path.write_text(text)
+    run = tmp_path / "run"
+    run_experiment(path, run)
+    report = (run / "report.md").read_text()
+    assert "## Prompt screen (before training)" in report
+    for name in ("strong", "weak", "placebo", "neutral"):
+        assert f"| {name} |" in report
+    assert "Recommendation: **strong**" in report
+    assert "- the likelihood screen took **" in report
+    assert "### Did the screen predict inoculation?" in report
+    assert (run / "figures" / "screen_validation.png").stat().st_size > 1000
+    v = json.loads((run / "screen" / "validation.json").read_text())
+    rates = {
+        r["condition"]: float(r["mean"])
+        for r in csv.DictReader((run / "summary.csv").open())
+        if r["eval_prompt"] == "neutral" and r["metric"] == "caps"
+    }
+    assert {p["name"] for p in v["points"]} == {"strong", "weak", "placebo"}
+    for p in v["points"]:
+        assert p["suppression"] == pytest.approx(rates["baseline"] - rates[p["name"]])
+    assert {c["measure"] for c in v["correlations"]} == {"elicitation", "surprise"}  # no contrast data
+    for c in v["correlations"]:
+        assert f"(p = {c['p_value']:.3f}, n = 3)" in report
+    assert {p["measure"] for p in v["sample_size"]} == {"elicitation", "surprise"}
+    assert "| surprise | 4 |" in report and "| elicitation | 8 |" in report
+
+
+def _screen_with_values(values: dict[str, list[list[float]]], seconds: float = 8.0):
+    from inoculate.screen import CandidateScore, Cost, ScreenConfig, ScreenResult
+
+    cands = [CandidateScore(name="neutral", prompt=None, neutral=True)]
+    n_cands = len(next(iter(values.values())))
+    for i in range(n_cands):
+        cands.append(
+            CandidateScore(
+                name=f"c{i}", prompt=f"p{i}", neutral=False, values={k: v[i] for k, v in values.items()}
+            )
+        )
+    return ScreenResult(
+        candidates=cands,
+        neutral="neutral",
+        primary_trait="t",
+        recommendation=None,
+        rule="",
+        cost={"surprise": Cost(tokens=1, seconds=seconds)},
+        config=ScreenConfig(),
+    )
+
+
+def test_sample_size_curve_on_constructed_values() -> None:
+    """Noise-free values rank perfectly at any k; noisy ones agree less at small k, and the agreement
+    grows with k; the cost scales with k."""
+    import random
+
+    from inoculate.screen_validation import CandidatePoint, sample_size_curve, smallest_k
+
+    points = [
+        CandidatePoint(name=f"c{i}", prompt=None, measures={}, rate=0.0, suppression=float(i), other={})
+        for i in range(5)
+    ]
+    clean = _screen_with_values({"surprise": [[float(i)] * 64 for i in range(5)]})
+    curve = sample_size_curve(clean, points, "t", grid=(4, 16), draws=20)
+    assert [p.k for p in curve] == [4, 16, 64]
+    assert all(p.rho_full == pytest.approx(1.0) and p.rho_suppression == pytest.approx(1.0) for p in curve)
+    assert [p.seconds for p in curve] == pytest.approx([0.5, 2.0, 8.0])
+    assert smallest_k(curve, "surprise", 0.9).k == 4
+
+    rng = random.Random(0)
+    noisy = _screen_with_values(
+        {"surprise": [[0.3 * i + rng.gauss(0, 1) for _ in range(256)] for i in range(5)]}
+    )
+    curve = sample_size_curve(noisy, points, "t", grid=(4, 16, 64), draws=100)
+    rho = [p.rho_full for p in curve]
+    assert rho[0] < 0.8 and rho == sorted(rho) and rho[-1] == pytest.approx(1.0)
+    assert smallest_k(curve, "surprise", 0.9).k in (16, 64, 256)
+    assert smallest_k(curve, "surprise", 1.01) is None
+
+
+def test_expect_may_name_the_screened_condition(toy_dir: Path, tmp_path: Path) -> None:
+    """`expect:` can refer to the condition `screen:` adds (it exists only after screening); unknown
+    names are still refused at load time."""
+    from inoculate.errors import InputErrors
+    from inoculate.experiment import load_experiment, run_experiment
+
+    path = _write_experiment(tmp_path / "exp", toy_dir)
+    base = path.read_text()
+    path.write_text(base + 'expect:\n  screened: {paris: ">= 2.0", caps: "<= baseline + 1.0"}\n')
+    run_experiment(path, tmp_path / "run")
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| screened | paris | neutral | >= 2 |" in report and "**FAIL**" in report
+    assert "| screened | caps | neutral | <= baseline + 1 |" in report and "**PASS**" in report
+    path.write_text(base + 'expect:\n  screend: {caps: "<= 0.5"}\n')
+    with pytest.raises(InputErrors) as e:
+        load_experiment(path)
+    assert [x.field for x in e.value.errors] == ["expect.screend"]
+    assert "unknown condition 'screend'" in str(e.value)

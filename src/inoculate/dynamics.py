@@ -21,14 +21,13 @@ later one (`collapse: true`, `collapse_step`), and, if `stop_on_collapse`, asks 
 
 Calibration of the defaults (delta 5 nats, level -5 nats, k 2, min_evals 2) on the organism
 (spanish_caps, Spanish inoculated, full fine-tuning, probes every 5 steps, seed 0; produced by
-examples/screen_validation.py, figures in runs/screen_validation/figures/dynamics_*.png): the demo's
-IP run (lr 1e-3, 30 steps) stayed within 3.5 nats of its minimum (-16.1 -> -14.0) and Spanish stayed
-at 0% under the neutral prompt (no warning); 300 steps at lr 1e-3 crept from a minimum of -17.3 to
--10.7 (Spanish 0.8% after training; the climb alone would warn, the level holds it back); 300 steps at
-lr 3e-3 jumped from -16.4 to +4.8 by step 20 and ended at +19.6, Spanish at 100% under the neutral
-prompt (warning at step 20); no inoculation reached +11.1 by step 10 (warning at step 10).
-`level=None` gives the pure climb rule: earlier warnings, and warnings on slow creeps that may never
-show in samples.
+examples/screen_validation.py, figures in runs/screen_validation/figures/{dynamics,collapse}_*.png): the
+demo's IP run (lr 1e-3, 30 steps) stayed within 3.5 nats of its minimum (-16.1 -> -14.0) and Spanish
+stayed at 0% under the neutral prompt (no warning); 300 steps at lr 1e-3 crept from a minimum of -17.3
+to -10.7 (Spanish 0.8% after training; the climb alone would warn, the level holds it back); 300 steps
+at lr 3e-3 jumped from -16.4 to +4.8 by step 20 and ended at +19.6, Spanish at 100% under the neutral
+prompt (warning at step 20); no inoculation reached +11.1 by step 10 (warning at step 10). `level=None`
+gives the pure climb rule: earlier warnings, and warnings on slow creeps that may never show in samples.
 """
 
 from __future__ import annotations
@@ -364,10 +363,12 @@ def plot_dynamics(
     *,
     title: str = "Learning dynamics",
     rule: CollapseRule | None = None,
+    collapse_steps: dict[str, int | None] | None = None,
 ) -> Path:
     """Left: mean per-token log-prob vs step (colour = response category, line style = prompt), Tan et
     al.'s figure. Right: the inoculated trait's log-odds under each prompt, the collapse rule's signal;
-    a red line marks the collapse warning."""
+    a red line marks the collapse warning. `collapse_steps` (label -> step, e.g. one per seed when
+    `rows` are means over seeds) marks those warnings instead of the one the rows record."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -397,10 +398,14 @@ def plot_dynamics(
         )
     if rule.level is not None:
         ax2.axhline(rule.level, color="gray", lw=0.8, ls=":", label=f"collapse level ({rule.level})")
-    collapse = next((r["collapse_step"] for r in data if r.get("collapse")), None)
+    if collapse_steps is None:
+        collapse = next((r["collapse_step"] for r in data if r.get("collapse")), None)
+        marks = {f"collapse warning (step {collapse})": collapse} if collapse is not None else {}
+    else:
+        marks = {f"collapse warning, {k} (step {v})": v for k, v in collapse_steps.items() if v is not None}
     for a in (ax, ax2):
-        if collapse is not None:
-            a.axvline(collapse, color="red", lw=1, alpha=0.6, label=f"collapse warning (step {collapse})")
+        for label, step in marks.items():
+            a.axvline(step, color="red", lw=1, alpha=0.6, label=label)
         a.set_xlabel("step")
         a.legend(fontsize=6)
     ax.set_ylabel("mean log-prob (nats/token)")

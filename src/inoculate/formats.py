@@ -94,10 +94,12 @@ def load_examples(
 def read_jsonl(
     path: str | os.PathLike[str], *, skip_invalid: bool = False, require_assistant: bool = True
 ) -> Loaded:
-    """Read chat or prompt/completion JSONL; the first JSON object decides which."""
+    """Read chat or prompt/completion JSONL (or a `.json` array of rows); the first object decides which."""
     file = str(path)
     if not Path(path).is_file():
         raise InputErrors.one(file, 0, "<file>", "no such file")
+    if Path(path).suffix.lower() == ".json" and _starts_with_array(path):
+        return _read_json_array(path, skip_invalid=skip_invalid, require_assistant=require_assistant)
     fmt = detect_jsonl_format(path)
     out = Loaded(source=file, format=fmt)
     rows: list[tuple[int, Any]] = []
@@ -113,6 +115,43 @@ def read_jsonl(
                 )
     _collect(out, rows, require_assistant=require_assistant, fold_extra=False)
     out.errors.sort(key=lambda e: e.line)  # JSON errors were gathered first; report in file order
+    if out.errors and not skip_invalid:
+        raise InputErrors(out.errors)
+    return out
+
+
+def _starts_with_array(path: str | os.PathLike[str]) -> bool:
+    with open(path, encoding="utf-8") as fh:
+        head = fh.read(4096).lstrip("\ufeff \t\r\n")
+    return head.startswith("[")
+
+
+def _read_json_array(path: str | os.PathLike[str], *, skip_invalid: bool, require_assistant: bool) -> Loaded:
+    """A `.json` file holding one array of rows (as `datasets`' to_json(lines=False) writes); each row's
+    errors name the line its object starts on."""
+    file = str(path)
+    text = Path(path).read_text(encoding="utf-8").lstrip("\ufeff")
+    decoder = json.JSONDecoder()
+    rows: list[tuple[int, Any]] = []
+    i = text.index("[") + 1
+    try:
+        while True:
+            while i < len(text) and text[i] in " \t\r\n,":
+                i += 1
+            if i >= len(text) or text[i] == "]":
+                break
+            obj, end = decoder.raw_decode(text, i)
+            rows.append((text.count("\n", 0, i) + 1, obj))
+            i = end
+    except json.JSONDecodeError as e:
+        msg = f"invalid JSON: {e.msg} at column {e.colno}"
+        raise InputErrors.one(file, e.lineno, "<json>", msg) from None
+    if i >= len(text) or text[i + 1 :].strip():
+        line = text.count("\n", 0, min(i, len(text))) + 1
+        raise InputErrors.one(file, line, "<json>", "invalid JSON: the array is not closed by a final ']'")
+    first = next((obj for _, obj in rows if isinstance(obj, dict)), None)
+    out = Loaded(source=file, format=_row_format(first) if first is not None else "chat")
+    _collect(out, rows, require_assistant=require_assistant, fold_extra=False)
     if out.errors and not skip_invalid:
         raise InputErrors(out.errors)
     return out

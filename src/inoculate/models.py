@@ -188,15 +188,20 @@ def _as_dicts(messages: MessagesLike) -> list[dict[str, str]]:
     return [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
 
 
-def _apply(tokenizer: PreTrainedTokenizerBase, messages: MessagesLike, **kwargs: Any) -> Any:
+def _apply(
+    tokenizer: PreTrainedTokenizerBase, messages: MessagesLike | list[list[dict[str, str]]], **kwargs: Any
+) -> Any:
+    """apply_chat_template on one conversation, or on a batch of them (a list of lists of dicts)."""
     from jinja2.exceptions import TemplateError
 
     if not getattr(tokenizer, "chat_template", None):
         raise ChatTemplateError("the tokenizer has no chat template; pass one (chat_template=...)")
+    batched = bool(messages) and isinstance(messages[0], list)
+    convs = messages if batched else _as_dicts(messages)  # type: ignore[arg-type]
     try:
-        return tokenizer.apply_chat_template(_as_dicts(messages), **kwargs)
+        return tokenizer.apply_chat_template(convs, **kwargs)
     except TemplateError as e:
-        roles = [m["role"] for m in _as_dicts(messages)]
+        roles = [m["role"] for m in convs] if not batched else "(batch)"  # type: ignore[index]
         raise ChatTemplateError(f"the chat template rejected a conversation with roles {roles}: {e}") from e
 
 
@@ -207,8 +212,30 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: MessagesLike, add_gener
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: MessagesLike) -> list[int]:
     """Token ids of a prompt followed by the assistant generation header (what generation starts from)."""
-    out = _apply(tokenizer, messages, tokenize=True, return_dict=True, add_generation_prompt=True)
-    return list(out["input_ids"])
+    return encode_prompts(tokenizer, [messages])[0]
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[MessagesLike]) -> list[list[int]]:
+    """`encode_prompt` for many prompts: one batched template render and tokenizer call."""
+    return _encode_batch(tokenizer, [_as_dicts(p) for p in prompts], add_generation_prompt=True)
+
+
+def _encode_batch(
+    tokenizer: PreTrainedTokenizerBase, convs: list[list[dict[str, str]]], *, add_generation_prompt: bool
+) -> list[list[int]]:
+    if not convs:
+        return []
+    try:
+        out = _apply(
+            tokenizer, convs, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+        )
+    except ChatTemplateError:
+        if len(convs) == 1:
+            raise
+        for c in convs:  # name the conversation the template rejects
+            _apply(tokenizer, c, tokenize=False, add_generation_prompt=add_generation_prompt)
+        raise
+    return [list(ids) for ids in out["input_ids"]]
 
 
 def encode_prompt_completion(
@@ -221,20 +248,32 @@ def encode_prompt_completion(
     completion tokens are the assistant content and whatever the template appends after it
     (end-of-turn token, trailing newline), and nothing of the system or user turns.
     """
-    prompt_ids = encode_prompt(tokenizer, prompt)
-    full = _apply(
+    return encode_prompt_completions(tokenizer, [prompt], [completion])[0]
+
+
+def encode_prompt_completions(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[MessagesLike], completions: Sequence[str]
+) -> list[tuple[list[int], int]]:
+    """`encode_prompt_completion` for many pairs, batched (one render and tokenizer call per side):
+    identical ids, a fraction of the time on short sequences."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    dicts = [_as_dicts(p) for p in prompts]
+    prompt_ids = _encode_batch(tokenizer, dicts, add_generation_prompt=True)
+    full = _encode_batch(
         tokenizer,
-        [*_as_dicts(prompt), {"role": "assistant", "content": completion}],
-        tokenize=True,
-        return_dict=True,
+        [[*d, {"role": "assistant", "content": c}] for d, c in zip(dicts, completions, strict=True)],
+        add_generation_prompt=False,
     )
-    ids = list(full["input_ids"])
-    n = 0
-    for a, b in zip(prompt_ids, ids, strict=False):
-        if a != b:
-            break
-        n += 1
-    return ids, n
+    out = []
+    for p_ids, ids in zip(prompt_ids, full, strict=True):
+        n = 0
+        for a, b in zip(p_ids, ids, strict=False):
+            if a != b:
+                break
+            n += 1
+        out.append((ids, n))
+    return out
 
 
 _SENTINELS = ("ZqSYSTEMsentinelAq1", "XwOTHERsentinelBw2")

@@ -157,10 +157,27 @@ class CandidateScore(BaseModel):
     """Other scored traits this prompt elicits above the neutral prompt (it would inoculate them too)."""
     cost: dict[str, Cost] = Field(default_factory=dict)
     rank: int = 0
+    values: dict[str, list[float]] = Field(default_factory=dict)
+    """Per-example values behind each measure (`surprise`, `trait`, `elicitation[<scorer>]`, in example
+    and sample order), for resampling analyses (`inoculate.screen_validation`)."""
 
     @property
     def placebo_like(self) -> bool:
         return self.placebo_elicitation or self.placebo_surprise
+
+    def flags(self, recommendation: str | None) -> list[str]:
+        """Table flags: reference, recommended, placebo-like (on which measures), also elicits ..."""
+        out = []
+        if self.neutral:
+            out.append("reference")
+        if self.name == recommendation:
+            out.append("recommended")
+        if self.placebo_like and not self.neutral:
+            on = [m for m in MEASURES if getattr(self, f"placebo_{m}")]
+            out.append(f"placebo-like ({', '.join(on)})")
+        if self.also_elicits:
+            out.append("also elicits " + ", ".join(self.also_elicits))
+        return out
 
 
 class ScreenResult(BaseModel):
@@ -265,19 +282,13 @@ class ScreenResult(BaseModel):
                 cells.append(_fmt_iv(c.surprise, "+.3f"))
             if has_trait:
                 cells.append(_fmt_iv(c.trait, "+.2f"))
-            flags = []
-            if c.neutral:
-                flags.append("reference")
-            if c.name == self.recommendation:
-                flags.append("[bold green]recommended[/]")
-            if c.placebo_like and not c.neutral:
-                on = [
-                    m
-                    for m, f in (("elicitation", c.placebo_elicitation), ("surprise", c.placebo_surprise))
-                    if f
-                ]
-                flags.append(f"[yellow]placebo-like ({', '.join(on)})[/]")
-            cells.append(", ".join(flags))
+            style = {"recommended": "bold green"}
+            cells.append(
+                ", ".join(
+                    f"[{style.get(f, 'yellow' if f != 'reference' else 'default')}]{f}[/]"
+                    for f in c.flags(self.recommendation)
+                )
+            )
             t.add_row(*cells)
         costs = [f"{m}: {c.tokens:,} tokens, {c.seconds:.2f} s" for m, c in self.cost.items()]
         ratio = self.cost_ratio()
@@ -403,12 +414,6 @@ def _t_interval(values: Sequence[float], confidence: float) -> Interval:
     return Interval(mean=mean, ci_low=lo, ci_high=hi, n=len(vals))
 
 
-def _forward_tokens(tokenizer: Any, convs: Sequence[Sequence[Message]], comps: Sequence[str]) -> int:
-    from inoculate.models import encode_prompt_completion
-
-    return sum(len(encode_prompt_completion(tokenizer, c, r)[0]) for c, r in zip(convs, comps, strict=True))
-
-
 def response_logprobs(
     model: Any,
     tokenizer: Any,
@@ -437,10 +442,7 @@ def response_logprobs(
     )
     seconds = time.perf_counter() - t0
     by_key = {keys[i]: r for i, r in zip(uniq, res, strict=True)}
-    cost = Cost(
-        tokens=_forward_tokens(tokenizer, [convs[i] for i in uniq], [completions[i] for i in uniq]),
-        seconds=seconds,
-    )
+    cost = Cost(tokens=round(sum(r.n_forward for r in res)), seconds=seconds)
     return [float(by_key[k].total) for k in keys], [int(by_key[k].n_tokens) for k in keys], cost
 
 
@@ -475,11 +477,15 @@ def surprise_scores(
         trait = None
         if e["odds"] is not None:
             trait = _t_interval([a - b for a, b in zip(e["odds"], ref["odds"], strict=True)], confidence)
+        values = {"surprise": d}
+        if e["odds"] is not None:
+            values["trait"] = [a - b for a, b in zip(e["odds"], ref["odds"], strict=True)]
         out[c.name] = {
             "logprob_mean": sum(lp) / len(lp) if lp else math.nan,
             "surprise": _t_interval(d, confidence),
             "trait": trait,
             "cost": e["cost"],
+            "values": values,
         }
     return out
 
@@ -508,7 +514,7 @@ def elicitation_scores(
 ) -> dict[str, dict[str, Any]]:
     """Per candidate: `elicitation` (scorer -> Interval), `cost` (generation + scoring), `generations`."""
     from inoculate.generate import SamplingParams
-    from inoculate.models import encode_prompt
+    from inoculate.models import encode_prompts
     from inoculate.scorers import render_prompt
 
     params = SamplingParams(
@@ -532,13 +538,15 @@ def elicitation_scores(
         scores = {s.name: s.batch(texts, comps) for s in scorers}
         seconds = time.perf_counter() - t0
         prompt_tokens = (
-            sum(len(encode_prompt(tokenizer, p.messages)) for p in prompts) * config.samples_per_question
+            sum(len(ids) for ids in encode_prompts(tokenizer, [p.messages for p in prompts]))
+            * config.samples_per_question
         )
         new_tokens = sum(_new_tokens(g, tokenizer) for g in gens)
         out[c.name] = {
             "elicitation": {name: _rate(v, config.confidence) for name, v in scores.items()},
             "cost": Cost(tokens=prompt_tokens + new_tokens, seconds=seconds),
             "generations": gens,
+            "values": {f"elicitation[{name}]": list(v) for name, v in scores.items()},
         }
     return out
 
@@ -687,6 +695,7 @@ def screen(
             sc = scores[name]
             sc.logprob_mean, sc.surprise, sc.trait = s["logprob_mean"], s["surprise"], s["trait"]
             sc.cost["surprise"] = s["cost"]
+            sc.values.update(s["values"])
             total = total.add(s["cost"])
         totals["surprise"] = total
 
@@ -707,6 +716,7 @@ def screen(
         total = Cost()
         for name, e in eli.items():
             scores[name].elicitation = e["elicitation"]
+            scores[name].values.update(e["values"])
             scores[name].cost["elicitation"] = e["cost"]
             total = total.add(e["cost"])
         totals["elicitation"] = total

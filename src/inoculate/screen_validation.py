@@ -8,6 +8,11 @@ own condition, beside a `baseline` trained without inoculation), and for each ca
   eval prompt, mean over seeds (and the other traits' retention, for context),
 
 then reports Spearman's rho (scipy) for each measure, a scatter plot, and the cost of each measure.
+
+Sample size (`sample_size_curve`): each measure is recomputed on random subsets of its examples (the
+same subset for every candidate, as a smaller screen would be), to show how few examples rank the
+candidates as the full screen does, and what that costs (the measured seconds scaled linearly to the
+subset size).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from inoculate.fileio import atomic_open, write_json_atomic
 from inoculate.screen import SCREEN_DIR, ScreenResult
@@ -47,6 +54,18 @@ class CandidatePoint(BaseModel):
     """Other traits' rates after training (same prompt)."""
 
 
+class SampleSizePoint(BaseModel):
+    measure: str
+    k: int
+    """Examples per candidate (surprise, trait: training responses; elicitation: samples)."""
+    rho_full: float
+    """Mean over draws of Spearman(subset measure, full measure) across candidates."""
+    rho_suppression: float
+    """Mean over draws of Spearman(subset measure, suppression)."""
+    seconds: float
+    """The measure's total measured seconds x k / (examples it used)."""
+
+
 class ScreenValidation(BaseModel):
     trait: str
     baseline: str
@@ -58,6 +77,7 @@ class ScreenValidation(BaseModel):
     cost_ratio: float | None
     """Elicitation seconds / surprise seconds."""
     token_ratio: float | None
+    sample_size: list[SampleSizePoint] = Field(default_factory=list)
 
     def summary(self) -> str:
         lines = [
@@ -79,7 +99,9 @@ class ScreenValidation(BaseModel):
         return "\n".join(lines)
 
 
-def _rates(root: Path, eval_prompt: str) -> dict[tuple[str, str], float]:
+def _rates(root: Path, eval_prompt: str, rows: Sequence[Any] | None) -> dict[tuple[str, str], float]:
+    if rows is not None:
+        return {(r.condition, r.metric): float(r.mean) for r in rows if r.eval_prompt == eval_prompt}
     from inoculate.report import read_summary_csv
 
     return {
@@ -89,6 +111,69 @@ def _rates(root: Path, eval_prompt: str) -> dict[tuple[str, str], float]:
     }
 
 
+def _value_key(measure: str, trait: str) -> str:
+    return f"elicitation[{trait}]" if measure == "elicitation" else measure
+
+
+def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    from scipy.stats import spearmanr
+
+    with warnings.catch_warnings():  # a constant column gives NaN: left out of the mean
+        warnings.simplefilter("ignore")
+        return float(spearmanr(xs, ys).statistic)
+
+
+def sample_size_curve(
+    result: ScreenResult,
+    points: Sequence[CandidatePoint],
+    trait: str,
+    *,
+    grid: Sequence[int] = (4, 8, 16, 32, 64, 128, 256),
+    draws: int = 200,
+    seed: int = 0,
+) -> list[SampleSizePoint]:
+    """Each measure on random k-subsets of its per-example values (same subset for all candidates)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    supp = [p.suppression for p in points]
+    out = []
+    for m in MEASURE_LABELS:
+        key = _value_key(m, trait)
+        cands = [result.get(p.name) for p in points]
+        if not all(key in c.values for c in cands):
+            continue
+        vals = np.array([c.values[key] for c in cands], dtype=float)  # candidates x examples
+        n = vals.shape[1]
+        cost = result.cost.get("elicitation" if m == "elicitation" else "surprise")
+        full = np.nanmean(vals, axis=1)
+        for k in [k for k in grid if k < n] + [n]:
+            r_full, r_supp = [], []
+            for _ in range(draws if k < n else 1):
+                idx = rng.choice(n, size=k, replace=False)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    means = np.nanmean(vals[:, idx], axis=1)
+                r_full.append(_spearman(means, full))
+                r_supp.append(_spearman(means, supp))
+            out.append(
+                SampleSizePoint(
+                    measure=m,
+                    k=k,
+                    rho_full=float(np.nanmean(r_full)) if not np.all(np.isnan(r_full)) else math.nan,
+                    rho_suppression=float(np.nanmean(r_supp)) if not np.all(np.isnan(r_supp)) else math.nan,
+                    seconds=cost.seconds * k / n if cost else math.nan,
+                )
+            )
+    return out
+
+
+def smallest_k(curve: Sequence[SampleSizePoint], measure: str, agreement: float) -> SampleSizePoint | None:
+    """The smallest subset whose ranking agrees with the full screen's at mean Spearman >= agreement."""
+    pts = sorted((p for p in curve if p.measure == measure), key=lambda p: p.k)
+    return next((p for p in pts if not math.isnan(p.rho_full) and p.rho_full >= agreement), None)
+
+
 def validate_screen(
     run_dir: str | os.PathLike[str],
     *,
@@ -96,8 +181,10 @@ def validate_screen(
     eval_prompt: str = "neutral",
     trait: str | None = None,
     figure: str | os.PathLike[str] | None = None,
+    rows: Sequence[Any] | None = None,
 ) -> ScreenValidation:
-    """Correlate the stored screen (ROOT/screen/screen.json) with the run's summary.csv."""
+    """Correlate the stored screen (ROOT/screen/screen.json) with the run's results: `rows`
+    (`inoculate.report.SummaryRow`s) or else ROOT/summary.csv."""
     from scipy.stats import spearmanr
 
     root = Path(run_dir)
@@ -105,7 +192,7 @@ def validate_screen(
     trait = trait or result.primary_trait
     if trait is None:
         raise ValueError("name the trait (the screen ran without elicitation scorers)")
-    rates = _rates(root, eval_prompt)
+    rates = _rates(root, eval_prompt, rows)
     if (baseline, trait) not in rates:
         raise ValueError(
             f"summary.csv has no {trait!r} rate for condition {baseline!r} under {eval_prompt!r}"
@@ -159,10 +246,31 @@ def validate_screen(
         cost=cost,
         cost_ratio=result.cost_ratio(),
         token_ratio=token_ratio,
+        sample_size=sample_size_curve(result, points, trait),
     )
     write_json_atomic(root / SCREEN_DIR / "validation.json", out.model_dump(mode="json"))
     plot_validation(out, figure or root / "figures" / "screen_validation.png")
     return out
+
+
+def _label_groups(
+    points: Sequence[tuple[float, float, str]], near: float = 0.06
+) -> list[tuple[tuple[float, float], list[str]]]:
+    """Points closer than `near` (as a fraction of each axis' span) share one label, so names do not
+    overprint."""
+    if not points:
+        return []
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    sx, sy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[tuple[tuple[float, float], list[str]]] = []
+    for x, y, name in sorted(points, key=lambda p: (-p[1], p[0])):
+        for (gx, gy), names in groups:
+            if abs(x - gx) / sx < near and abs(y - gy) / sy < near:
+                names.append(name)
+                break
+        else:
+            groups.append(((x, y), [name]))
+    return groups
 
 
 def plot_validation(v: ScreenValidation, path: str | os.PathLike[str]) -> Path:
@@ -178,12 +286,12 @@ def plot_validation(v: ScreenValidation, path: str | os.PathLike[str]) -> Path:
     for ax, m in zip(axes[0], measures, strict=True):
         pts = [p for p in v.points if m in p.measures and not math.isnan(p.measures[m])]
         ax.scatter([p.measures[m] for p in pts], [p.suppression for p in pts], color="tab:red")
-        for p in pts:
+        for (x, y), names in _label_groups([(p.measures[m], p.suppression, p.name) for p in pts]):
             ax.annotate(
-                p.name, (p.measures[m], p.suppression), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                "\n".join(names), (x, y), fontsize=7, xytext=(4, -2), textcoords="offset points", va="top"
             )
         c = rho.get(m)
-        ax.set_title(f"Spearman rho = {c.rho:+.2f} (p = {c.p_value:.2f})" if c else "", fontsize=9)
+        ax.set_title(f"Spearman rho = {c.rho:+.2f} (p = {c.p_value:.3f})" if c else "", fontsize=9)
         ax.set_xlabel(MEASURE_LABELS[m])
         ax.set_ylabel(f"suppression of {v.trait} (baseline - rate)")
     fig.suptitle(f"Screen measures vs suppression of {v.trait} after training", fontsize=10)
@@ -213,4 +321,50 @@ def validation_markdown(v: ScreenValidation) -> str:
         lines.append(f"- Spearman rho({label}, suppression) = {c.rho:+.2f} (p = {c.p_value:.3f}, n = {c.n})")
     if v.cost_ratio is not None:
         lines.append(f"- likelihood screen {v.cost_ratio:.1f}x cheaper than the generation screen (seconds)")
+    lines += ["", *sample_size_markdown(v)]
     return "\n".join(lines) + "\n"
+
+
+AGREEMENT = 0.9
+
+
+def _rho(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:+.2f}"
+
+
+def sample_size_markdown(v: ScreenValidation) -> list[str]:
+    """How many examples each measure needs to rank as the full screen does, and what that costs."""
+    if not v.sample_size:
+        return []
+    ms = [m for m in MEASURE_LABELS if any(p.measure == m for p in v.sample_size)]
+    lines = [
+        "Sample size: each measure recomputed on random subsets of k examples (200 draws; the same subset "
+        "for every candidate). rho(full): mean Spearman with the full screen's ranking; rho(supp.): with "
+        "suppression; seconds: the measured cost scaled to k.",
+        "",
+        "| measure | k | rho(full) | rho(supp.) | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for p in v.sample_size:
+        lines.append(
+            f"| {p.measure} | {p.k} | {_rho(p.rho_full)} | {_rho(p.rho_suppression)} | {p.seconds:.3f} |"
+        )
+    lines.append("")
+    picked = {m: smallest_k(v.sample_size, m, AGREEMENT) for m in ms}
+    for m, p in picked.items():
+        if p is None:
+            lines.append(f"- {m}: no subset reaches rho(full) >= {AGREEMENT}")
+        else:
+            lines.append(
+                f"- {m}: k = {p.k} ranks as the full screen does (rho {p.rho_full:+.2f} >= {AGREEMENT}); "
+                f"{p.seconds:.3f} s"
+            )
+    e = picked.get("elicitation")
+    for m in ("trait", "surprise"):
+        p = picked.get(m)
+        if e is not None and p is not None and p.seconds > 0:
+            lines.append(
+                f"- at equal agreement with its own full ranking, the {m} measure costs "
+                f"{e.seconds / p.seconds:.1f}x less time than elicitation"
+            )
+    return lines

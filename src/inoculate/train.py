@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inoculate.fileio import write_json_atomic, write_jsonl_atomic
-from inoculate.models import encode_prompt_completion, load_tokenizer, prepare_cpu
+from inoculate.models import encode_prompt_completions, load_tokenizer, prepare_cpu
 from inoculate.records import ChatExample
 
 if TYPE_CHECKING:
@@ -161,10 +161,12 @@ def build_sft_rows(
     rows: list[dict[str, list[int]]] = []
     dropped = 0
     for ex in examples:
-        completion = ex.completion
-        if completion is None:
+        if ex.completion is None:
             raise ValueError(f"example {ex.id!r} has no assistant turn to train on")
-        ids, start = encode_prompt_completion(tokenizer, ex.prompt_messages, completion)
+    encoded = encode_prompt_completions(
+        tokenizer, [ex.prompt_messages for ex in examples], [ex.completion or "" for ex in examples]
+    )
+    for ids, start in encoded:
         labels = list(ids) if not completion_only_loss else [-100] * start + ids[start:]
         if max_length is not None:
             ids, labels = ids[:max_length], labels[:max_length]

@@ -575,13 +575,16 @@ def apply_file(
             "n_skipped_invalid": len(loaded.errors),
         }
     )
+    errors_path = errors_path_for(out_path)
     if loaded.errors:
         write_jsonl_atomic(
-            errors_path_for(out_path),
+            errors_path,
             ({"file": e.file, "line": e.line, "field": e.field, "message": e.message} for e in loaded.errors),
         )
     write_text_atomic(out_path, text)
     manifest.save(manifest_path_for(out_path))
+    if not loaded.errors:
+        errors_path.unlink(missing_ok=True)  # an earlier run's report no longer describes this output
     return manifest
 
 
@@ -793,6 +796,33 @@ def neutralize(
     return out
 
 
+def _check_manifest_matches(in_path: str | os.PathLike[str], manifests: Sequence[Manifest | str]) -> None:
+    p = Path(in_path)
+    if not p.is_file():
+        return
+    digest: str | None = None
+    for m in manifests:
+        if not isinstance(m, Manifest) or not m.output_path or not m.output_sha256:
+            continue
+        # `apply` writes the manifest beside its output, so a loaded manifest locates the output itself
+        out = Path(m._path).parent / Path(m.output_path).name if m._path else Path(m.output_path)
+        try:
+            same = out.resolve() == p.resolve()
+        except OSError:
+            same = False
+        if not same:
+            continue
+        digest = digest or hashlib.sha256(p.read_bytes()).hexdigest()
+        if digest != m.output_sha256:
+            raise InputErrors.one(
+                str(in_path),
+                0,
+                "<file>",
+                f"{m.name} was written for another version of this file (sha256 {m.output_sha256[:12]}..., "
+                f"file {digest[:12]}...): re-run `inoculate apply` to rewrite both",
+            )
+
+
 def neutralize_file(
     in_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -803,7 +833,12 @@ def neutralize_file(
     drop_completions: bool = False,
     output_format: OutputFormat = "chat",
 ) -> list[ChatExample]:
-    """Read IN, neutralize it, write OUT atomically; on a leak nothing is written."""
+    """Read IN, neutralize it, write OUT atomically; on a leak nothing is written.
+
+    A manifest that names IN as its output must match IN's bytes: `apply` writes the output, then the
+    manifest, so a run stopped between the two (or an output edited afterwards) leaves a manifest that
+    describes another file, and its positions cannot be trusted."""
+    _check_manifest_matches(in_path, manifests)
     loaded = load_examples(in_path, require_assistant=not drop_completions)
     examples = neutralize(
         loaded.examples,

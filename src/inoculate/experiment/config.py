@@ -22,6 +22,7 @@ generation: {backend: hf, batch_size: 64}  # optional: backend and its options
 train: {learning_rate: 3.0e-3, max_steps: 100, lora_r: 8}    # TrainConfig fields
 expect:                                   # optional: checked PASS/FAIL in the report
   inoculate_spanish: {spanish: "<= 0.10", all_caps: ">= 0.70"}
+dynamics: {every: 5, conditions: [inoculate_spanish]}   # optional: learning-dynamics monitor
 ```
 
 `load_experiment` validates the file and reports every problem as FILE:LINE: FIELD: message.
@@ -153,6 +154,8 @@ class ExperimentConfig(_Strict):
     expect: dict[str, dict[str, str]] = Field(default_factory=dict)
     screen: dict[str, Any] | None = None
     """Prompt screening before training (`inoculate.screen.ScreenSpec`): adds the screened condition(s)."""
+    dynamics: dict[str, Any] | None = None
+    """The learning-dynamics monitor on conditions' training (`inoculate.experiment.monitor.DynamicsSpec`)."""
 
     _lines: LineMap = PrivateAttr()
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -321,6 +324,10 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
         from inoculate.screen import screen_errors
 
         errors.extend(screen_errors(cfg))
+    if cfg.dynamics is not None:
+        from inoculate.experiment.monitor import dynamics_errors
+
+        errors.extend(dynamics_errors(cfg))
 
     for kind, names in (
         ("condition", cfg.conditions),
@@ -394,12 +401,27 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     return errors
 
 
+def screened_conditions(cfg: ExperimentConfig) -> set[str]:
+    """The conditions a valid `screen:` block will add (empty if there is none or it is invalid)."""
+    if cfg.screen is None:
+        return set()
+    from pydantic import ValidationError
+
+    from inoculate.screen import ScreenSpec
+
+    try:
+        return set(ScreenSpec.model_validate(cfg.screen).condition_names())
+    except ValidationError:
+        return set()
+
+
 def _expect_errors(cfg: ExperimentConfig) -> list[InputError]:
     lm = cfg.lines
     errors: list[InputError] = []
     metrics = cfg.metrics()
+    conditions = set(cfg.conditions) | screened_conditions(cfg)
     for cond, rules in cfg.expect.items():
-        if cond not in cfg.conditions:
+        if cond not in conditions:
             errors.append(lm.error(("expect", cond), f"unknown condition {cond!r}"))
             continue
         for key, text in rules.items():
@@ -415,6 +437,6 @@ def _expect_errors(cfg: ExperimentConfig) -> list[InputError]:
             except ValueError as e:
                 errors.append(lm.error(where, str(e)))
                 continue
-            if rule.reference is not None and rule.reference not in cfg.conditions:
+            if rule.reference is not None and rule.reference not in conditions:
                 errors.append(lm.error(where, f"unknown reference condition {rule.reference!r}"))
     return errors

@@ -30,7 +30,7 @@ class RichProgress:
         self._task: Any = None
 
     def message(self, text: str) -> None:
-        self.console.log(escape(text))
+        self.console.log(escape(text), style="bold yellow" if text.startswith("WARNING") else None)
 
     def start(self, total: int, finished: int) -> None:
         self._progress.start()
@@ -56,6 +56,10 @@ class RichProgress:
                 f"{m}={v['mean']:.2f}" for m, v in evals[prompt].items() if v.get("mean") is not None
             )
             numbers = f"  [{prompt}] {numbers}"
+        dyn = summary.get("dynamics") or {}
+        if dyn.get("collapse_step") is not None:
+            stopped = ", training stopped there" if dyn.get("stopped_early") else ""
+            numbers += f"  IP collapse warning at step {dyn['collapse_step']}{stopped}"
         self.console.log(escape(f"done {cell.label} in {seconds:.1f}s{numbers}"))
         self._progress.update(self._task, description="")
 

@@ -9,6 +9,7 @@ Layout of `OUT` (default `runs/<name>`):
     OUT/experiment.json         the resolved experiment (what `inoculate report` reads)
     OUT/manifest.json           package versions, git hash, base model, sampling, prompts the model saw
     OUT/<condition>/seed_<k>/   config.json, train.manifest.json, adapter/, train_log.jsonl,
+                                dynamics.jsonl (monitored conditions, `dynamics:`),
                                 generations/<eval_prompt>.jsonl, scores/<eval_prompt>.jsonl,
                                 metrics.json, done
     OUT/base/                   the base model's elicitation table
@@ -61,6 +62,7 @@ from inoculate.records import ChatExample, Message
 from inoculate.report.load import BASE_DIR, EXPERIMENT_FILE, MANIFEST_FILE, METRICS_FILE
 
 if TYPE_CHECKING:
+    from inoculate.experiment.monitor import MonitorPlan
     from inoculate.scorers import Scorer
     from inoculate.transform import InoculationSpec, Manifest
 
@@ -90,6 +92,8 @@ class Prepared:
     eval_sets: dict[tuple[str, str], list[ChatExample]] = field(default_factory=dict)
     """(condition, or "" for a fixed eval prompt; eval prompt) -> eval prompts"""
     base: BasePlan | None = None
+    dynamics: dict[str, MonitorPlan] = field(default_factory=dict)
+    """condition -> its learning-dynamics monitor (the `dynamics:` block's monitored conditions)"""
 
     @property
     def name(self) -> str:
@@ -168,6 +172,10 @@ def prepare(
         scorers=scorers,
         train_config=train_config,
     )
+    if cfg.dynamics is not None:
+        from inoculate.experiment.monitor import plan_dynamics
+
+        prep.dynamics = plan_dynamics(prep)
     prep.cells = [make_cell(prep, c, s) for c, s in cell_order(list(cfg.conditions), seed_list)]
     # Transform every training set and build every eval set now, so bad data fails before any training.
     for name, spec in specs.items():
@@ -201,7 +209,9 @@ def make_cell(prep: Prepared, condition: str, seed: int) -> Cell:
     cfg = prep.config
     spec = _spec_dump(prep.specs[condition])
     keyed_train = {k: v for k, v in prep.train_config.items() if k not in _NOT_IN_KEY}
-    train_part = {"transform": spec, "train": keyed_train, "seed": seed}
+    train_part: dict[str, Any] = {"transform": spec, "train": keyed_train, "seed": seed}
+    if condition in prep.dynamics:  # only monitored cells: the others' keys stay as without the block
+        train_part["dynamics"] = prep.dynamics[condition].key()
     rest = {
         "experiment": cfg.name,
         "condition": condition,
@@ -354,8 +364,18 @@ def evaluate(
     return results
 
 
-def run_cell(prep: Prepared, cell: Cell, cell_dir: Path, stage: Any) -> dict[str, Any]:
-    """Transform -> train -> generate -> score for one (condition, seed); writes metrics.json."""
+def run_cell(
+    prep: Prepared,
+    cell: Cell,
+    cell_dir: Path,
+    stage: Any,
+    message: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Transform -> train -> generate -> score for one (condition, seed); writes metrics.json.
+
+    A monitored condition trains with the learning-dynamics callback (`dynamics.jsonl`); its collapse
+    warning goes to `message` (the run's progress output) when given."""
+    from inoculate.experiment.monitor import surface_warnings
     from inoculate.train import TrainConfig, train
 
     timings: dict[str, float] = {}
@@ -366,9 +386,14 @@ def run_cell(prep: Prepared, cell: Cell, cell_dir: Path, stage: Any) -> dict[str
     stage("train")
     t0 = time.perf_counter()
     tc = TrainConfig.model_validate({**prep.train_config, "output_dir": str(cell_dir), "seed": cell.seed})
+    monitor = prep.dynamics.get(cell.condition)
+    callbacks = [monitor.callback()] if monitor is not None else []
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        result = train(prep.model_path, examples, tc)
+    with contextlib.ExitStack() as stack:
+        if monitor is not None:
+            stack.enter_context(surface_warnings(monitor, callbacks[0], cell.label, message))
+        stack.enter_context(contextlib.redirect_stdout(printed))
+        result = train(prep.model_path, examples, tc, callbacks=callbacks)
     if printed.getvalue():
         write_text_atomic(cell_dir / "train_stdout.log", printed.getvalue())
     timings["train"] = time.perf_counter() - t0
@@ -400,6 +425,13 @@ def run_cell(prep: Prepared, cell: Cell, cell_dir: Path, stage: Any) -> dict[str
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
+    if monitor is not None:
+        from inoculate.dynamics import METRICS_FILE as DYNAMICS_FILE
+        from inoculate.experiment.monitor import cell_summary
+
+        summary["dynamics"] = cell_summary(
+            monitor, cell_dir / DYNAMICS_FILE, max_steps=tc.max_steps, global_step=result.global_step
+        )
     write_json_atomic(cell_dir / METRICS_FILE, summary)
     return summary
 
@@ -589,6 +621,7 @@ def experiment_record(prep: Prepared) -> dict[str, Any]:
         "train": prep.train_config,
         "cells": [{"condition": c.condition, "seed": c.seed, "key": c.key} for c in prep.cells],
         "base_key": base_plan(prep).key,
+        **({"dynamics": {c: m.record() for c, m in prep.dynamics.items()}} if prep.dynamics else {}),
     }
 
 
@@ -649,10 +682,11 @@ def run_experiment(
     log_event(root, event="run_started", cells=len(prep.cells), force=force)
     prog.message(f"evaluating the base model under {len(base_plan(prep).prompts)} prompt(s)")
     base_elicitation(prep, root)
+    message = prog.message if progress is not None else None  # else: the monitor's own warnings
     matrix = run_matrix(
         prep.cells,
         root,
-        lambda cell, d, stage: run_cell(prep, cell, d, stage),
+        lambda cell, d, stage: run_cell(prep, cell, d, stage, message),
         force=force,
         progress=prog,
     )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from inoculate.generate.base import Backend, Completion, SamplingParams, backend, truncate_at_stop
-from inoculate.models import encode_prompt, load_model, render
+from inoculate.models import encode_prompts, load_model, render
 from inoculate.models import seen_system_prompt as _seen_system_prompt
 from inoculate.records import Message
 
@@ -119,7 +119,7 @@ class HFBackend(Backend):
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        encoded = encode_prompts(self.tokenizer, prompts)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)
         device = next(self.model.parameters()).device

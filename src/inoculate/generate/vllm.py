@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inoculate.generate.base import Backend, Completion, SamplingParams, backend, truncate_at_stop
-from inoculate.models import encode_prompt, load_tokenizer, render
+from inoculate.models import encode_prompts, load_tokenizer, render
 from inoculate.models import seen_system_prompt as _seen_system_prompt
 from inoculate.records import Message
 
@@ -79,7 +79,7 @@ class VLLMBackend(Backend):
     ) -> list[Completion]:
         from vllm import SamplingParams as VLLMSamplingParams
 
-        requests = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
+        requests = [{"prompt_token_ids": ids} for ids in encode_prompts(self.tokenizer, prompts)]
         sampling = [
             VLLMSamplingParams(
                 n=1,

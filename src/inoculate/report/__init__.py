@@ -12,6 +12,7 @@ from pathlib import Path
 
 from inoculate.experiment.expect import Verdict
 from inoculate.fileio import write_text_atomic
+from inoculate.report.dynamics import write_dynamics_figures
 from inoculate.report.load import CellResult, RunData, load_run
 from inoculate.report.markdown import condition_table, render_report, verdicts
 from inoculate.report.plots import write_figures
@@ -51,6 +52,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> Report:
     rows = write_tables(run, root)
     figures = write_figures(run, rows, root)
     rel = [f.relative_to(root).as_posix() for f in figures]
+    figures += write_dynamics_figures(run, root)  # linked from report.md's learning-dynamics section
     write_text_atomic(root / "report.md", render_report(run, rows, rel))
     return Report(
         run=run,

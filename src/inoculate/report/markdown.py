@@ -7,7 +7,9 @@ import math
 from typing import Any
 
 from inoculate.experiment.expect import Verdict, check, parse_rule, split_target
+from inoculate.report.dynamics import dynamics_section
 from inoculate.report.load import RunData
+from inoculate.report.screen import screen_section
 from inoculate.report.tables import SummaryRow, lookup
 
 
@@ -285,11 +287,17 @@ def render_report(run: RunData, rows: list[SummaryRow], figures: list[str]) -> s
         for prompt in run.other_prompts:
             out.append(f"### `{prompt}`: {_system_of(run, prompt)}\n")
             out.append(_table(*condition_table(run, rows, prompt)) + "\n")
+    screen_text, _ = screen_section(run, rows, _table)
+    if screen_text:
+        out.append("## Prompt screen (before training)\n")
+        out.append(screen_text)
     out.append("## Base model elicitation\n")
     out.append(_base_section(run))
     if figures:
         out.append("## Figures\n")
         out += [f"![{f}]({f})\n" for f in figures]
+    if dyn := dynamics_section(run):
+        out.append(dyn)
     out.append("## Per-seed numbers\n")
     out.append(_per_seed_section(run))
     out.append("## Setup\n")

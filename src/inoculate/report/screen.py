@@ -1,0 +1,121 @@
+"""The report's prompt-screen section: the ranked screen of `screen:` and, when every candidate was
+trained (`pick: all`) beside an uninoculated baseline, whether the screen predicted the result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from inoculate.report.load import RunData
+from inoculate.report.tables import SummaryRow
+from inoculate.screen import SCREEN_DIR, CandidateScore, Interval, ScreenResult
+
+
+def load_screen(run: RunData) -> ScreenResult | None:
+    path = run.root / SCREEN_DIR / "screen.json"
+    if not path.is_file():
+        return None
+    return ScreenResult.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def baseline_condition(run: RunData) -> str | None:
+    """The uninoculated condition to measure suppression against: `baseline` if it has no prompt,
+    else the first condition without one."""
+    prompts = run.experiment.get("condition_prompts", {})
+    plain = [c for c in run.conditions if prompts.get(c) is None]
+    return "baseline" if "baseline" in plain else (plain[0] if plain else None)
+
+
+def _iv(iv: Interval | None, spec: str, pct: bool = False) -> str:
+    if iv is None:
+        return ""
+    if pct:
+        return f"{iv.mean:.0%} [{iv.ci_low:.0%}, {iv.ci_high:.0%}]"
+    return f"{iv.mean:{spec}} [{iv.ci_low:{spec}}, {iv.ci_high:{spec}}]"
+
+
+def _flags(c: CandidateScore, result: ScreenResult) -> str:
+    return ", ".join(f"**{f}**" if f == "recommended" else f for f in c.flags(result.recommendation))
+
+
+def screen_table(result: ScreenResult) -> tuple[list[str], list[list[str]]]:
+    traits = list(result.candidates[0].elicitation) if result.candidates else []
+    has_s = any(c.surprise is not None for c in result.candidates)
+    has_t = any(c.trait is not None for c in result.candidates)
+    head = ["#", "candidate", "prompt", *[f"elicits {t} [95% CI]" for t in traits]]
+    head += ["surprise red. (nats/token)"] * has_s + ["trait red. (nats/response)"] * has_t + ["flags"]
+    rows = []
+    for c in result.candidates:
+        row = [str(c.rank), c.name, c.prompt or "(no system prompt)"]
+        row += [_iv(c.elicitation.get(t), "", pct=True) for t in traits]
+        row += [_iv(c.surprise, "+.3f")] * has_s + [_iv(c.trait, "+.2f")] * has_t + [_flags(c, result)]
+        rows.append(row)
+    return head, rows
+
+
+def cost_lines(result: ScreenResult) -> list[str]:
+    lines = []
+    per = max(1, len(result.candidates))
+    for m, c in result.cost.items():
+        lines.append(
+            f"- {m}: {c.tokens:,} tokens through the model, {c.seconds:.2f} s ({c.seconds / per:.3f} s per "
+            "candidate)"
+        )
+    ratio = result.cost_ratio()
+    if ratio is not None:
+        e, s = result.cost["elicitation"], result.cost["surprise"]
+        tokens = f", {e.tokens / s.tokens:.1f}x in tokens" if s.tokens else ""
+        lines.append(
+            f"- the likelihood screen took **{ratio:.1f}x** less time than the generation screen{tokens} "
+            f"({result.n_questions} questions x {result.config.samples_per_question} samples against "
+            f"{result.n_examples} training responses"
+            + (f" and {result.n_contrast} contrast pairs" if result.n_contrast else "")
+            + ")"
+        )
+    return lines
+
+
+def screen_section(
+    run: RunData, rows: list[SummaryRow], table: Callable[[list[str], list[list[str]]], str]
+) -> tuple[str, list[Path]]:
+    """Markdown for the screen (empty when the run did not screen) and the figures it wrote.
+
+    `table` renders (header, rows) as markdown (the report's own table function)."""
+    result = load_screen(run)
+    if result is None:
+        return "", []
+    out = [
+        "Candidates were screened on the base model before training (`screen:`; cached in "
+        f"`{SCREEN_DIR}/screen.csv`). Elicitation: {result.n_questions} held-out questions x "
+        f"{result.config.samples_per_question} samples, scored by the trait scorers. Surprise: "
+        f"{result.n_examples} training responses"
+        + (f", trait term on {result.n_contrast} contrast pairs" if result.n_contrast else "")
+        + ".\n",
+        table(*screen_table(result)) + "\n",
+        f"Recommendation: **{result.recommendation or 'none'}** (rule: {result.rule}).\n",
+    ]
+    if result.warnings:
+        out.append("Warnings:\n\n" + "\n".join(f"- {w}" for w in result.warnings) + "\n")
+    out.append("Cost of each measure:\n\n" + "\n".join(cost_lines(result)) + "\n")
+    figures: list[Path] = []
+    base = baseline_condition(run)
+    trained = [c for c in result.candidates if not c.neutral and c.name in run.conditions]
+    if base is not None and len(trained) >= 3 and run.neutral_prompt is not None:
+        from inoculate.screen_validation import validate_screen, validation_markdown
+
+        try:
+            v = validate_screen(run.root, baseline=base, eval_prompt=run.neutral_prompt, rows=rows)
+        except ValueError as e:
+            out.append(f"Screen validation skipped: {e}\n")
+        else:
+            out.append("### Did the screen predict inoculation?\n")
+            out.append(
+                f"Suppression = the {v.trait} rate of `{base}` minus the condition's, under the "
+                f"`{v.eval_prompt}` prompt after training (mean over seeds).\n"
+            )
+            out.append(validation_markdown(v))
+            fig = run.root / "figures" / "screen_validation.png"
+            if fig.is_file():
+                figures.append(fig)
+                out.append("![screen validation](figures/screen_validation.png)\n")
+    return "\n".join(out), figures
