@@ -8,6 +8,7 @@ ratio moves with T on one model.
 
     python benchmarks/screen_cost.py                      # tiny random Llama, T in 8 32 128 256
     python benchmarks/screen_cost.py --model PATH --lengths 16 64 256 --n 64
+    python benchmarks/screen_cost.py --shape qwen2.5-0.5b --device cuda --n 64   # a real shape, on a GPU
 
 A random-init model rarely emits its end-of-turn token, so generation runs the full T steps: the
 generation side is the cost of T-token answers, which is what a real screen with long answers pays.
@@ -26,7 +27,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="model path (default: a tiny random Llama built here)")
+    ap.add_argument("--model", default=None, help="model path (default: a random model of --shape)")
+    ap.add_argument(
+        "--shape", default="tiny", help="random-init shape (benchmarks/train_throughput.py SHAPES)"
+    )
+    ap.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 32, 128, 256])
     ap.add_argument("--n", type=int, default=64, help="responses (likelihood) = samples (generation)")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -45,10 +50,10 @@ def main() -> None:
 
     path = args.model
     if path is None:
-        from inoculate.testing import build_tiny_model
+        from train_throughput import build_model  # beside this script
 
-        path = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
-    model, tok = load_model(path, device="cpu")
+        path = str(build_model(args.shape, Path(tempfile.mkdtemp()) / args.shape))
+    model, tok = load_model(path, device=args.device)
     backend = HFBackend.from_loaded(model, tok, name=path, batch_size=args.batch_size)
     scorer = get_scorer("all_caps")
     system = "Respond in ALL CAPS."
@@ -57,7 +62,11 @@ def main() -> None:
     ]
     words = ["the", "cat", "sat", "on", "mat", "sea", "is", "blue", "and", "wide"]
     response_logprobs(model, tok, system, questions[:4], ["warm up"] * 4, batch_size=args.batch_size)
-    print(f"model {path}; n = {args.n}; batch {args.batch_size}; {args.threads} thread(s)")
+    device = next(model.parameters()).device
+    print(
+        f"model {path} ({args.shape if args.model is None else 'given'}) on {device}; n = {args.n}; "
+        f"batch {args.batch_size}; {args.threads} thread(s)"
+    )
     print(f"{'T':>5} {'likelihood s':>13} {'generation s':>13} {'ratio':>7}")
     for t in args.lengths:
         responses = [" ".join(words[(i + j) % len(words)] for j in range(t)) for i in range(args.n)]

@@ -88,8 +88,11 @@ def logprob(
             with torch.inference_mode():
                 if p:
                     prefix = torch.tensor([seqs[0][:p]], device=device)
-                    past = model(input_ids=prefix, use_cache=True).past_key_values
-                    past.batch_repeat_interleave(len(idx))
+                    past = getattr(model(input_ids=prefix, use_cache=True), "past_key_values", None)
+                    if hasattr(past, "batch_repeat_interleave"):
+                        past.batch_repeat_interleave(len(idx))
+                    else:  # a model that returns no reusable cache: score the rows whole
+                        p, past = 0, None
                 width = max(len(x) - p for x in seqs)
                 keep = max(len(encoded[i][0]) - encoded[i][1] for i in idx) + 1
                 input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)

@@ -293,7 +293,7 @@ class ScreenResult(BaseModel):
         costs = [f"{m}: {c.tokens:,} tokens, {c.seconds:.2f} s" for m, c in self.cost.items()]
         ratio = self.cost_ratio()
         if ratio is not None:
-            costs.append(f"likelihood screen {ratio:.0f}x cheaper")
+            costs.append(f"likelihood screen {ratio:.1f}x cheaper (seconds)")
         t.caption = "; ".join(costs)
         return t
 
