@@ -282,13 +282,7 @@ class ScreenResult(BaseModel):
                 cells.append(_fmt_iv(c.surprise, "+.3f"))
             if has_trait:
                 cells.append(_fmt_iv(c.trait, "+.2f"))
-            style = {"recommended": "bold green"}
-            cells.append(
-                ", ".join(
-                    f"[{style.get(f, 'yellow' if f != 'reference' else 'default')}]{f}[/]"
-                    for f in c.flags(self.recommendation)
-                )
-            )
+            cells.append(", ".join(_rich_flag(f) for f in c.flags(self.recommendation)))
             t.add_row(*cells)
         costs = [f"{m}: {c.tokens:,} tokens, {c.seconds:.2f} s" for m, c in self.cost.items()]
         ratio = self.cost_ratio()
@@ -296,6 +290,12 @@ class ScreenResult(BaseModel):
             costs.append(f"likelihood screen {ratio:.1f}x cheaper (seconds)")
         t.caption = "; ".join(costs)
         return t
+
+
+def _rich_flag(flag: str) -> str:
+    if flag == "reference":
+        return flag
+    return f"[bold green]{flag}[/]" if flag == "recommended" else f"[yellow]{flag}[/]"
 
 
 def _num(x: float | None) -> float | str:
@@ -475,11 +475,10 @@ def surprise_scores(
         d = [(a - b) / n for a, b, n in zip(e["totals"], ref["totals"], e["ns"], strict=True) if n > 0]
         lp = [a / n for a, n in zip(e["totals"], e["ns"], strict=True) if n > 0]
         trait = None
-        if e["odds"] is not None:
-            trait = _t_interval([a - b for a, b in zip(e["odds"], ref["odds"], strict=True)], confidence)
         values = {"surprise": d}
         if e["odds"] is not None:
             values["trait"] = [a - b for a, b in zip(e["odds"], ref["odds"], strict=True)]
+            trait = _t_interval(values["trait"], confidence)
         out[c.name] = {
             "logprob_mean": sum(lp) / len(lp) if lp else math.nan,
             "surprise": _t_interval(d, confidence),

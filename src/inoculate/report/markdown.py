@@ -287,7 +287,7 @@ def render_report(run: RunData, rows: list[SummaryRow], figures: list[str]) -> s
         for prompt in run.other_prompts:
             out.append(f"### `{prompt}`: {_system_of(run, prompt)}\n")
             out.append(_table(*condition_table(run, rows, prompt)) + "\n")
-    screen_text, _ = screen_section(run, rows, _table)
+    screen_text = screen_section(run, rows, _table)
     if screen_text:
         out.append("## Prompt screen (before training)\n")
         out.append(screen_text)

@@ -4,7 +4,6 @@ trained (`pick: all`) beside an uninoculated baseline, whether the screen predic
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from inoculate.report.load import RunData
 from inoculate.report.tables import SummaryRow
@@ -77,13 +76,13 @@ def cost_lines(result: ScreenResult) -> list[str]:
 
 def screen_section(
     run: RunData, rows: list[SummaryRow], table: Callable[[list[str], list[list[str]]], str]
-) -> tuple[str, list[Path]]:
-    """Markdown for the screen (empty when the run did not screen) and the figures it wrote.
+) -> str:
+    """Markdown for the screen (empty when the run did not screen); the validation writes its figure.
 
     `table` renders (header, rows) as markdown (the report's own table function)."""
     result = load_screen(run)
     if result is None:
-        return "", []
+        return ""
     out = [
         "Candidates were screened on the base model before training (`screen:`; cached in "
         f"`{SCREEN_DIR}/screen.csv`). Elicitation: {result.n_questions} held-out questions x "
@@ -97,7 +96,6 @@ def screen_section(
     if result.warnings:
         out.append("Warnings:\n\n" + "\n".join(f"- {w}" for w in result.warnings) + "\n")
     out.append("Cost of each measure:\n\n" + "\n".join(cost_lines(result)) + "\n")
-    figures: list[Path] = []
     base = baseline_condition(run)
     trained = [c for c in result.candidates if not c.neutral and c.name in run.conditions]
     if base is not None and len(trained) >= 3 and run.neutral_prompt is not None:
@@ -114,8 +112,6 @@ def screen_section(
                 f"`{v.eval_prompt}` prompt after training (mean over seeds).\n"
             )
             out.append(validation_markdown(v))
-            fig = run.root / "figures" / "screen_validation.png"
-            if fig.is_file():
-                figures.append(fig)
+            if (run.root / "figures" / "screen_validation.png").is_file():
                 out.append("![screen validation](figures/screen_validation.png)\n")
-    return "\n".join(out), figures
+    return "\n".join(out)
