@@ -35,3 +35,14 @@ def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inoculate.testing import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2", seed=2)
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real published files in `../shared/data` (see its README); skip where a clone has none."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (it holds real published files; a user's clone has none)")
+    return SHARED_DATA
