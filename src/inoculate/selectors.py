@@ -16,26 +16,41 @@
   order comparisons false. `is true` matches the boolean true only (not 1, not "true"); `==`
   never equates booleans with numbers; order comparisons need two numbers or two strings.
 - `RegexSelector`: rows where a regular expression matches the content of some turn of the
-  chosen roles.
+  chosen roles. Patterns run on the `regex` package with a time limit per match (`timeout`,
+  default `DEFAULT_REGEX_TIMEOUT` seconds): a catastrophic pattern raises `RegexTimeoutError`
+  instead of hanging.
+- `FieldTally`: the values a `--where` expression's fields take in the data, to explain a
+  selection that matched nothing.
 - `select_fraction`: a seeded, exact-size random subset (round(fraction * n) rows).
 
-Bad expressions raise `SelectorError`, naming the expression and the 1-based column.
+Bad expressions raise `SelectorError`, naming the expression and the 1-based column. Nesting
+(`not`, parentheses) deeper than `MAX_DEPTH` is refused rather than overflowing the stack.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
+import json
 import math
 import random
 import re
+import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import regex
 
 from inoculate.records import ROLES, ChatExample
 
 Predicate = Callable[[dict[str, Any]], bool]
 _MISSING = None
+MAX_DEPTH = 100
+"""The deepest nesting of `not` and parentheses a where expression may have."""
+DEFAULT_REGEX_TIMEOUT = 1.0
+"""Seconds one regex search may take on one message before it is abandoned."""
 
 
 class SelectorError(ValueError):
@@ -46,7 +61,8 @@ class SelectorError(ValueError):
         self.expr = expr
         self.column = column
         self.message = message
-        super().__init__(f"invalid {kind} {expr!r} at column {column}: {message}")
+        shown = repr(expr) if len(expr) <= 120 else f"{expr[:100]!r}... ({len(expr)} characters)"
+        super().__init__(f"invalid {kind} {shown} at column {column}: {message}")
 
 
 # --- tokenizer ------------------------------------------------------------------------------
@@ -97,7 +113,7 @@ def _tokenize(expr: str) -> list[_Tok]:
         kind = m.lastgroup or ""
         text = m.group()
         if kind == "string":
-            toks.append(_Tok("string", text, pos, ast.literal_eval(text)))
+            toks.append(_Tok("string", text, pos, _string_value(expr, text, pos)))
         elif kind == "number":
             value = float(text) if any(c in text for c in ".eE") else int(text)
             toks.append(_Tok("number", text, pos, value))
@@ -115,6 +131,22 @@ def _tokenize(expr: str) -> list[_Tok]:
     return toks
 
 
+def _string_value(expr: str, text: str, pos: int) -> str:
+    """A quoted string's value; a bad escape (`"\\N"`, `"\\x4"`) is a SelectorError, not a SyntaxError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "\d" and the like: kept as written, as Python does
+            value = ast.literal_eval(text)
+    except (SyntaxError, ValueError) as e:
+        reason = getattr(e, "msg", None) or str(e)
+        raise SelectorError(
+            "where expression", expr, pos + 1, f"invalid escape in string {text}: {reason}"
+        ) from None
+    if not isinstance(value, str):  # pragma: no cover - the token regex admits quoted strings only
+        raise SelectorError("where expression", expr, pos + 1, f"expected a string, got {text}")
+    return value
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -123,6 +155,8 @@ class _Parser:
         self.expr = expr
         self.toks = _tokenize(expr)
         self.i = 0
+        self.depth = 0
+        self.paths: list[tuple[str, ...]] = []
 
     @property
     def tok(self) -> _Tok:
@@ -165,15 +199,31 @@ class _Parser:
         return lambda meta: all(p(meta) for p in parts)
 
     def unary(self) -> Predicate:
+        t = self.tok
+        if (t.kind, t.text) in (("kw", "not"), ("punct", "(")):
+            if self.depth >= MAX_DEPTH:
+                raise SelectorError(
+                    "where expression",
+                    self.expr,
+                    t.pos + 1,
+                    f"nested more than {MAX_DEPTH} levels deep ('not' and parentheses); simplify it",
+                )
+            self.depth += 1
+            try:
+                return self._nested()
+            finally:
+                self.depth -= 1
+        return self.test()
+
+    def _nested(self) -> Predicate:
         if self.take("kw", "not"):
             inner = self.unary()
             return lambda meta: not inner(meta)
-        if self.take("punct", "("):
-            inner = self.or_()
-            if not self.take("punct", ")"):
-                raise self.fail("expected ')'")
-            return inner
-        return self.test()
+        self.take("punct", "(")
+        inner = self.or_()
+        if not self.take("punct", ")"):
+            raise self.fail("expected ')'")
+        return inner
 
     def path(self) -> list[str]:
         t = self.take("name")
@@ -185,6 +235,8 @@ class _Parser:
             if t is None:
                 raise self.fail("expected a field name after '.'")
             parts.append(t.text)
+        if tuple(parts) not in self.paths:
+            self.paths.append(tuple(parts))
         return parts
 
     def value(self) -> Any:
@@ -289,6 +341,8 @@ class Where:
 
     expr: str
     predicate: Predicate
+    fields: tuple[tuple[str, ...], ...] = ()
+    """The metadata paths the expression names, in order of first use (`a.b` is `("a", "b")`)."""
 
     def __call__(self, metadata: dict[str, Any]) -> bool:
         return bool(self.predicate(metadata))
@@ -299,25 +353,169 @@ class Where:
 
 def parse_where(expr: str) -> Where:
     """Parse a metadata expression; raises `SelectorError` with the column of the first problem."""
-    return Where(expr, _Parser(expr).parse())
+    parser = _Parser(expr)
+    predicate = parser.parse()
+    return Where(expr, predicate, tuple(parser.paths))
+
+
+# --- explaining an empty selection ------------------------------------------------------------
+
+_ABSENT = object()
+_TALLY_CAP = 10_000  # distinct values remembered per field; more are counted as "other"
+
+
+def _lookup(meta: Any, path: Sequence[str]) -> Any:
+    cur = meta
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return _ABSENT
+        cur = cur[key]
+    return cur
+
+
+def _show_value(v: Any) -> str:
+    """A value as the data holds it, JSON-style: strings quoted, so "false" and false differ."""
+    try:
+        text = json.dumps(v, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass
+class FieldTally:
+    """Counts of the values each named metadata field takes, row by row, in bounded memory.
+
+    Feed every row's metadata to `add`; `describe()` gives one line per field such as
+    `values seen for user_provides_answer: "true" ×500, "false" ×500`, or `field x absent in all
+    N rows (did you mean: y?)`.
+    """
+
+    paths: tuple[tuple[str, ...], ...]
+    n_rows: int = 0
+    counts: dict[tuple[str, ...], Counter[str]] = field(default_factory=dict)
+    other: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    absent: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    keys: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
+
+    def add(self, meta: dict[str, Any]) -> None:
+        self.n_rows += 1
+        for path in self.paths:
+            counter = self.counts.setdefault(path, Counter())
+            parent = _lookup(meta, path[:-1])
+            if isinstance(parent, dict):
+                known = self.keys.setdefault(path, set())
+                if len(known) < _TALLY_CAP:
+                    known.update(str(k) for k in parent)
+            v = _lookup(meta, path)
+            if v is _ABSENT:
+                self.absent[path] += 1
+                continue
+            shown = _show_value(v)
+            if shown in counter or len(counter) < _TALLY_CAP:
+                counter[shown] += 1
+            else:
+                self.other[path] += 1
+
+    def describe(self, top: int = 10) -> list[str]:
+        out: list[str] = []
+        for path in self.paths:
+            name = ".".join(path)
+            counter = self.counts.get(path, Counter())
+            absent = self.absent[path]
+            if not counter and not self.other[path]:
+                line = f"field {name} absent in all {self.n_rows} rows"
+                if len(path) > 1 and not self.keys.get(path):
+                    line += f" ({'.'.join(path[:-1])} is not an object in any row)"
+                close = difflib.get_close_matches(path[-1], sorted(self.keys.get(path, ())), n=3, cutoff=0.6)
+                if close:
+                    prefix = ".".join(path[:-1]) + "." if len(path) > 1 else ""
+                    line += f"; did you mean: {', '.join(prefix + c for c in close)}?"
+                out.append(line)
+                continue
+            parts = [f"{v} ×{n}" for v, n in counter.most_common(top)]
+            more = len(counter) - top if len(counter) > top else 0
+            if more:
+                parts.append(f"... {more} more distinct value(s)")
+            if self.other[path]:
+                parts.append(f"{self.other[path]} row(s) with further values")
+            if absent:
+                parts.append(f"absent ×{absent}")
+            out.append(f"values seen for {name}: {', '.join(parts)}")
+        return out
 
 
 # --- content regex and fraction ---------------------------------------------------------------
 
 
+class RegexTimeoutError(ValueError):
+    """A regex search ran past its time limit (typically catastrophic backtracking)."""
+
+    def __init__(self, pattern: str, timeout: float, where: str = ""):
+        self.pattern = pattern
+        self.timeout = timeout
+        self.where = where
+        at = f" on {where}" if where else ""
+        super().__init__(
+            f"regex {pattern!r} ran past its time limit of {timeout:g} s{at} (catastrophic backtracking?); "
+            "simplify the pattern (avoid nested repeats such as (a|a)+) or raise the limit"
+        )
+
+
+def search_with_timeout(pattern: regex.Pattern[str], text: str, timeout: float) -> bool:
+    """`pattern.search(text)` within `timeout` seconds; raises `RegexTimeoutError` past it."""
+    try:
+        return pattern.search(text, timeout=timeout) is not None
+    except TimeoutError:
+        raise RegexTimeoutError(pattern.pattern, timeout) from None
+
+
 @dataclass(frozen=True)
 class RegexSelector:
-    """Matches rows where `pattern` is found (re.search) in a turn whose role is in `roles`."""
+    """Matches rows where `pattern` is found (search) in a turn whose role is in `roles`.
 
-    pattern: re.Pattern[str]
+    Each search may take at most `timeout` seconds; past it, `RegexTimeoutError` names the message."""
+
+    pattern: regex.Pattern[str]
     roles: tuple[str, ...]
+    timeout: float = DEFAULT_REGEX_TIMEOUT
 
     def matches(self, example: ChatExample) -> bool:
-        return any(m.role in self.roles and self.pattern.search(m.content) for m in example.messages)
+        for i, m in enumerate(example.messages):
+            if m.role not in self.roles:
+                continue
+            try:
+                if search_with_timeout(self.pattern, m.content, self.timeout):
+                    return True
+            except RegexTimeoutError:
+                raise RegexTimeoutError(
+                    self.pattern.pattern, self.timeout, f"messages[{i}].content of id {example.id!r}"
+                ) from None
+        return False
+
+
+def compile_regex(pattern: str, flags: int = 0, *, kind: str = "regex") -> regex.Pattern[str]:
+    """Compile with the `regex` package (re-compatible syntax); errors are `SelectorError`s."""
+    try:
+        return regex.compile(pattern, flags)
+    except regex.error as e:
+        try:  # the standard library points at the opening of an unclosed group; prefer its wording
+            re.compile(pattern, flags)
+        except re.error as std:
+            raise SelectorError(kind, pattern, (std.pos or 0) + 1, std.msg) from e
+        except (OverflowError, RecursionError):
+            pass
+        raise SelectorError(kind, pattern, (e.pos or 0) + 1, e.msg) from e
+    except (OverflowError, RecursionError, MemoryError) as e:
+        raise SelectorError(kind, pattern, 1, f"cannot compile: {type(e).__name__}") from e
 
 
 def parse_regex(
-    pattern: str, roles: Sequence[str] = ("user",), *, ignore_case: bool = False
+    pattern: str,
+    roles: Sequence[str] = ("user",),
+    *,
+    ignore_case: bool = False,
+    timeout: float = DEFAULT_REGEX_TIMEOUT,
 ) -> RegexSelector:
     """Compile a content selector; `roles` may include "any" for every role."""
     bad = [r for r in roles if r not in (*ROLES, "any")]
@@ -327,12 +525,11 @@ def parse_regex(
         )
     if not roles:
         raise ValueError("the regex selector needs at least one role")
-    try:
-        compiled = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
-    except re.error as e:
-        raise SelectorError("regex", pattern, (e.pos or 0) + 1, e.msg) from e
+    if not timeout > 0 or math.isinf(timeout):
+        raise ValueError(f"the regex time limit must be a positive number of seconds, got {timeout}")
+    compiled = compile_regex(pattern, regex.IGNORECASE if ignore_case else 0)
     chosen = ROLES if "any" in roles else tuple(dict.fromkeys(roles))
-    return RegexSelector(compiled, chosen)
+    return RegexSelector(compiled, chosen, timeout)
 
 
 def select_fraction(n: int, fraction: float, seed: int) -> set[int]:
