@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from inoculate.stats import (
+    LARGE_N,
     Summary,
     bootstrap_ci,
     is_binary,
@@ -207,3 +208,98 @@ def test_paired_permutation_is_exact_for_small_samples() -> None:
     x = rnd.normal(0, 1, 60)
     shifted = paired_permutation(x + 0.5, x + rnd.normal(0, 0.3, 60), seed=3)
     assert shifted.p_value < 0.001 and shifted.ci_low > 0
+
+
+def t975(df: int) -> float:
+    """Printed-table t quantiles (two-sided 95%)."""
+    return {3: 3.182446305284263, 5: 2.570581835636314}[df]
+
+
+def test_clustered_samples_get_a_t_interval_across_prompt_means_wider_than_the_naive_one() -> None:
+    # 6 prompts x 5 samples, samples within a prompt strongly correlated: 15 ones of 30 in all.
+    ones = [5, 4, 1, 0, 3, 2]
+    values = [float(j < k) for k in ones for j in range(5)]
+    clusters = [f"p{i}" for i, _ in enumerate(ones) for _ in range(5)]
+    s = summarize_rows(values, clusters=clusters)
+    per_prompt = [k / 5 for k in ones]  # 1, .8, .2, 0, .6, .4: mean .5, sd sqrt(.14)
+    m, sd = mean_sd(per_prompt)
+    assert (m, sd) == pytest.approx((0.5, math.sqrt(0.14)))
+    half = t975(5) * sd / math.sqrt(6)
+    assert (s.ci_method, s.unit, s.n, s.n_clusters) == ("cluster-t", "prompts", 30, 6)
+    assert s.mean == pytest.approx(0.5)
+    assert (s.ci_low, s.ci_high) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-12)
+    assert (s.ci_low, s.ci_high) == pytest.approx((0.1073, 0.8927), abs=5e-5)  # by hand
+    naive = summarize_rows(values)
+    assert naive.ci_method == "wilson"
+    assert (naive.ci_low, naive.ci_high) == pytest.approx(wilson_by_formula(15, 30))
+    assert s.ci_high - s.ci_low > 2 * (naive.ci_high - naive.ci_low)
+    assert s.describe() == "n = 30 samples from 6 prompts; CI clusters by prompt"
+
+
+def test_clusters_with_one_sample_each_or_one_prompt_stay_row_level() -> None:
+    values = [1.0, 0.0, 1.0, 1.0, float("nan")]
+    singles = summarize_rows(values, clusters=["a", "b", "c", "d", "d"])  # d's NaN sample is dropped
+    assert (singles.ci_method, singles.unit, singles.n_clusters) == ("wilson", "rows", 4)
+    assert (singles.ci_low, singles.ci_high) == pytest.approx(wilson_by_formula(3, 4))
+    one = summarize_rows(values, clusters=["a"] * 5)
+    assert one.unit == "rows" and one.n_clusters == 1 and "one prompt" in one.note
+    # unequal sizes: the mean weighs prompts equally (mean of 1.0 and 0.0 and 0.5), not rows
+    uneq = summarize_rows([1.0, 1.0, 1.0, 0.0, 0.0, 1.0], clusters=["a", "a", "a", "b", "c", "c"])
+    m, sd = mean_sd([1.0, 0.0, 0.5])
+    assert uneq.mean == pytest.approx(0.5) and uneq.mean != pytest.approx(4 / 6)
+    assert uneq.ci_high == pytest.approx(min(1.0, m + t975_df2() * sd / math.sqrt(3)))
+    with pytest.raises(ValueError):
+        summarize_rows([1.0, 0.0], clusters=["a"])
+
+
+def test_clusters_within_one_seed_and_across_seeds() -> None:
+    values = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    prompts = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    one_seed = summarize_rows(values, [7] * 8, clusters=prompts)
+    assert (one_seed.ci_method, one_seed.n_seeds, one_seed.n_clusters) == ("cluster-t", 1, 4)
+    m, sd = mean_sd([1.0, 0.0, 0.5, 1.0])
+    assert one_seed.ci_low == pytest.approx(max(0.0, m - t975(3) * sd / 2))
+    assert "one seed" in one_seed.note
+    seeds = summarize_rows(values, [0, 0, 0, 0, 1, 1, 1, 1], clusters=prompts)
+    assert (seeds.ci_method, seeds.unit, seeds.n_clusters) == ("t-across-seeds", "seeds", 4)
+    assert seeds.describe() == "n = 8 samples from 4 prompts; CI across 2 seeds"
+
+
+def test_large_bounded_samples_get_a_t_interval_and_small_ones_keep_the_bootstrap() -> None:
+    rnd = np.random.default_rng(4)
+    big = rnd.beta(2, 5, LARGE_N + 1)
+    s = summarize_values(big)
+    assert (s.method, s.ci_method) == ("t", "t")
+    half = 1.96 * big.std(ddof=1) / math.sqrt(big.size)
+    assert (s.ci_low, s.ci_high) == pytest.approx((big.mean() - half, big.mean() + half), rel=1e-4)
+    small = summarize_values(big[:500])
+    assert (small.method, small.ci_method) == ("bootstrap", "bca-bootstrap")
+    raw = summarize_values(big[:3000] * 100, bounded=False)
+    assert raw.ci_method == "bca-bootstrap"
+
+
+def test_chunked_bootstrap_draws_scipys_resamples_and_bca_uses_the_jackknife_closed_form() -> None:
+    from scipy import stats as sps
+
+    from inoculate import stats as st
+
+    rnd = np.random.default_rng(9)
+    x = rnd.exponential(1.0, 300)
+    ref = sps.bootstrap((x,), np.mean, n_resamples=999, method="BCa", **st._rng_kwargs(sps.bootstrap, 3))
+    got = bootstrap_ci(x, n_resamples=999, seed=3)
+    assert got == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high), abs=1e-12)
+    # the resample means equal scipy's bootstrap distribution even when chunks hold a single resample
+    old = st._CHUNK
+    try:
+        st._CHUNK = 1
+        boot = st.bootstrap_means(x, 999, np.random.default_rng(3))
+    finally:
+        st._CHUNK = old
+    assert np.allclose(np.sort(boot), np.sort(ref.bootstrap_distribution), atol=1e-12)
+    # acceleration: brute-force leave-one-out means, as in Efron & Tibshirani eq. 14.15
+    loo = np.array([np.delete(x, i).mean() for i in range(x.size)])
+    u = loo.mean() - loo
+    a = (u**3).sum() / (6 * ((u**2).sum()) ** 1.5)
+    d = x - x.mean()
+    assert a == pytest.approx((d**3).sum() / (6 * ((d**2).sum()) ** 1.5), rel=1e-9)
+    assert st.bootstrap_interval([0.2, 0.2, 0.2])[2] == "constant"
