@@ -273,3 +273,48 @@ def test_serve_subprocess_answers_the_http_backend(data: Path, tiny_model_dir: P
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_train_reports_rows_dropped_by_max_length(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = [
+        chat(("a long question about the cat " * (40 if i % 2 else 1)).strip(), "THE CAT SAT.", id=f"r{i}")
+        for i in range(8)
+    ]
+    data = tmp_path / "long.jsonl"
+    write_chat_jsonl(data, rows)
+    base = ["train", str(data), "-m", str(tiny_model_dir), "--max-steps", "1", "--save-steps", "0"]
+    base += ["--disable-tqdm", "--max-length", "100"]
+    res = runner.invoke(app, [*base, "-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "WARNING: dropped 4 of 8 rows: completion beyond max_length=100" in res.output
+    result = json.loads((tmp_path / "a" / "train_result.json").read_text())
+    assert result["n_examples"] == 4 and result["n_dropped"] == 4
+    assert result["warnings"] == ["dropped 4 of 8 rows: completion beyond max_length=100"]
+    # keep_end keeps every completion, cutting the oldest prompt tokens instead
+    res = runner.invoke(app, [*base, "-o", str(tmp_path / "b"), "--truncation-mode", "keep_end"])
+    assert res.exit_code == 0, res.output
+    assert "WARNING: cut 4 of 8 rows: oldest prompt tokens removed to fit max_length=100" in res.output
+    assert "trained 1 steps on 8 examples" in res.output
+    # every row dropped: an error, not an empty training run
+    only_long = tmp_path / "only_long.jsonl"
+    write_chat_jsonl(only_long, rows[1::2])
+    res = runner.invoke(app, [*base[:1], str(only_long), *base[2:], "-o", str(tmp_path / "c")])
+    assert res.exit_code == 1
+    assert "ERROR: no example has a trainable token left: dropped 4 of 4 rows" in res.output
+    assert not (tmp_path / "c" / "train_result.json").exists()
+
+
+def test_train_skip_invalid_needs_a_valid_row(data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "no answer"}]}\n{"messages": 3}\n')
+    args = ["train", str(bad), "-m", str(tiny_model_dir), "-o", str(tmp_path / "o"), "--skip-invalid"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert f"ERROR: {bad}:1: messages: no assistant turn" in res.output
+    assert f"ERROR: {bad}:0: <file>: no valid row left to train on" in res.output
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(data.read_text() + '{"messages": 3}\n')
+    args = ["train", str(mixed), "-m", str(tiny_model_dir), "-o", str(tmp_path / "p"), "--skip-invalid"]
+    res = runner.invoke(app, [*args, "--max-steps", "1", "--save-steps", "0", "--disable-tqdm"])
+    assert res.exit_code == 0, res.output
+    assert f"ERROR: {mixed}:9: messages" in res.output and "trained 1 steps on 8 examples" in res.output

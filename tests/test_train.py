@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from inoculate.models import load_tokenizer
 from inoculate.records import ChatExample, Message, chat
-from inoculate.train import TrainConfig, build_sft_rows, complete_checkpoints, train
+from inoculate.train import TrainConfig, build_sft_rows, complete_checkpoints, prepare_sft_rows, train
 
 WORDS = [
     "the",
@@ -189,6 +190,112 @@ def test_whole_sequence_loss_and_truncation(tiny_model_dir: Path) -> None:
     assert len(rows[0]["input_ids"]) == len(rows[0]["labels"]) == 24
     with pytest.raises(ValueError, match="no example has a trainable token"):
         build_sft_rows(tok, [MULTI_TURN], max_length=5)
+
+
+def test_drops_and_cuts_are_counted_and_all_dropped_fails(tiny_model_dir: Path) -> None:
+    tok = load_tokenizer(tiny_model_dir, padding_side="right")
+    short = [chat("hi", "yo", id=f"s{i}") for i in range(4)]
+    prepared = prepare_sft_rows(tok, [MULTI_TURN, *short], max_length=24)
+    assert len(prepared.rows) == 4 and prepared.dropped == {"completion beyond max_length=24": ["m"]}
+    assert prepared.warnings() == ["dropped 1 of 5 rows: completion beyond max_length=24"]
+    with pytest.raises(ValueError, match=r"dropped 1 of 1 rows: completion beyond max_length=5"):
+        prepare_sft_rows(tok, [MULTI_TURN], max_length=5)
+    with pytest.raises(ValueError, match="no training examples"):
+        prepare_sft_rows(tok, [], max_length=5)
+
+
+def test_keep_end_drops_the_oldest_prompt_tokens_and_keeps_the_completion(tiny_model_dir: Path) -> None:
+    tok = load_tokenizer(tiny_model_dir, padding_side="right")
+    ((full_ids, full_labels),) = [
+        (r["input_ids"], r["labels"]) for r in build_sft_rows(tok, [MULTI_TURN], max_length=None)[0]
+    ]
+    n_completion = sum(label != -100 for label in full_labels)
+    limit = n_completion + 5
+    prepared = prepare_sft_rows(tok, [MULTI_TURN], max_length=limit, truncation_mode="keep_end")
+    (row,) = prepared.rows
+    assert row["input_ids"] == full_ids[-limit:] and row["labels"] == full_labels[-limit:]
+    assert tok.decode([t for t in row["labels"] if t != -100]) == "Madrid, the capital.<|im_end|>\n"
+    assert prepared.warnings() == [f"cut 1 of 1 rows: oldest prompt tokens removed to fit max_length={limit}"]
+    # keep_start at the same length keeps the system prompt and cuts the completion short instead
+    cut = prepare_sft_rows(tok, [MULTI_TURN], max_length=len(full_ids) - 2)
+    assert cut.rows[0]["input_ids"] == full_ids[:-2]
+    assert cut.warnings() == [f"cut 1 of 1 rows: completion cut short at max_length={len(full_ids) - 2}"]
+    # a completion longer than max_length on its own cannot be kept whole: the row is dropped
+    too_long = prepare_sft_rows(
+        tok, [MULTI_TURN, chat("hi", "yo", id="ok")], max_length=n_completion - 1, truncation_mode="keep_end"
+    )
+    assert too_long.dropped == {f"completion longer than max_length={n_completion - 1}": ["m"]}
+    with pytest.raises(ValidationError):
+        TrainConfig(output_dir="x", truncation_mode="left")  # type: ignore[arg-type]
+
+
+WEIGHTED = ChatExample(
+    id="w",
+    messages=[
+        Message(role="system", content="You write in ALL CAPS."),
+        Message(role="user", content="What is the capital of France?"),
+        Message(role="assistant", content="It is Paris.", weight=1),
+        Message(role="user", content="And of Spain?"),
+        Message(role="assistant", content="Lisbon.", weight=0),
+        Message(role="user", content="Try again."),
+        Message(role="assistant", content="Madrid, the capital."),
+    ],
+)
+
+
+@pytest.mark.parametrize("fixture", list(EXPECTED))
+def test_weighted_turns_mask_token_by_token(fixture: str, request: pytest.FixtureRequest) -> None:
+    """Weight 1 (and unweighted) assistant turns are trained on, weight 0 turns and all else masked."""
+    tok = load_tokenizer(request.getfixturevalue(fixture), padding_side="right")
+    llama = fixture == "tiny_llama3_dir"
+
+    def head(role: str) -> str:
+        return f"<|start_header_id|>{role}<|end_header_id|>\n\n" if llama else f"<|im_start|>{role}\n"
+
+    end = "<|eot_id|>" if llama else "<|im_end|>\n"
+    # (text, trained?) pieces, written out by hand
+    pieces = [
+        (("<|begin_of_text|>" if llama else "") + head("system") + "You write in ALL CAPS." + end, False),
+        (head("user") + "What is the capital of France?" + end + head("assistant"), False),
+        ("It is Paris." + end, True),
+        (head("user") + "And of Spain?" + end + head("assistant") + "Lisbon." + end, False),
+        (head("user") + "Try again." + end + head("assistant"), False),
+        ("Madrid, the capital." + end, True),
+    ]
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, trained in pieces:
+        t = tok(text, add_special_tokens=False)["input_ids"]
+        ids += t
+        labels += t if trained else [-100] * len(t)
+    (row,), dropped = build_sft_rows(tok, [WEIGHTED], max_length=None)
+    assert dropped == 0
+    assert row["input_ids"] == ids
+    assert row["labels"] == labels
+    # the same row without weights trains on the final turn only
+    plain = WEIGHTED.model_copy(
+        update={"messages": [Message(role=m.role, content=m.content) for m in WEIGHTED.messages]}
+    )
+    (p,), _ = build_sft_rows(tok, [plain], max_length=None)
+    assert p["input_ids"] == ids
+    assert tok.decode([t for t in p["labels"] if t != -100]) == "Madrid, the capital." + end
+    # a final turn of weight 0: only the earlier turn is trained on
+    last0 = WEIGHTED.model_copy(
+        update={"messages": [*WEIGHTED.messages[:-1], Message(role="assistant", content="No.", weight=0)]}
+    )
+    (r0,), _ = build_sft_rows(tok, [last0], max_length=None)
+    assert tok.decode([t for t in r0["labels"] if t != -100]) == "It is Paris." + end
+    all0 = last0.model_copy(
+        update={
+            "id": "z",
+            "messages": [
+                Message(role=m.role, content=m.content, weight=0 if m.role == "assistant" else None)
+                for m in last0.messages
+            ],
+        }
+    )
+    prepared = prepare_sft_rows(tok, [all0, plain], max_length=None)
+    assert prepared.dropped == {"every assistant turn has weight 0": ["z"]}
 
 
 # --- training ---------------------------------------------------------------------------------------

@@ -10,6 +10,18 @@ data (`models.encode_prompt_completion`, checked against TRL in the tests), and 
 `datasets.map` passes. Checkpointing, resume, progress bar, `accelerate launch` (DDP, FSDP, DeepSpeed)
 are the Trainer's own.
 
+Rows longer than `max_length` follow `truncation_mode` (TRL's name): "keep_start" cuts the end, so a
+completion may be cut short and a row whose completion starts beyond `max_length` is dropped;
+"keep_end" cuts the oldest prompt tokens (the system/inoculation prompt goes first), keeps the whole
+completion, and drops only a row whose completion alone is longer than `max_length`. Drops and cuts are
+counted, printed by `inoculate train` and recorded in `TrainResult.warnings`; if every row is dropped,
+training fails.
+
+A row in which any assistant turn has an explicit `weight` (OpenAI's fine-tuning format) is trained on
+every assistant turn whose weight is not 0 (an unweighted turn counts as weight 1, as OpenAI does) and on
+none whose weight is 0; each turn's tokens are located as the final turn's are. A row without weights is
+trained on its final assistant turn only.
+
 On CPU the loss is the model's plain causal-LM loss; on GPUs it is TRL's fused LM head (no full logits
 in memory). TRL's fused path also computes per-step entropy and token accuracy, which on a tiny CPU
 model costs ~30% of the step (see benchmarks/train_throughput.py); `fused_lm_head` overrides the choice.
@@ -24,8 +36,9 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -41,7 +54,15 @@ RESULT_FILE = "train_result.json"
 LOG_FILE = "train_log.jsonl"
 
 # Settings that may change between a killed run and its resumption without changing the result.
-_NOT_FINGERPRINTED = {"output_dir", "logging_steps", "save_steps", "save_total_limit", "disable_tqdm"}
+# truncation_mode acts only through the rows, which are fingerprinted themselves.
+_NOT_FINGERPRINTED = {
+    "output_dir",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "disable_tqdm",
+    "truncation_mode",
+}
 
 
 class TrainConfig(BaseModel):
@@ -64,6 +85,7 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"
     max_length: int | None = 1024
+    truncation_mode: Literal["keep_start", "keep_end"] = "keep_start"
     completion_only_loss: bool = True
     seed: int = 42
     logging_steps: int = 10
@@ -110,6 +132,8 @@ class TrainResult(BaseModel):
     tokens_trained: int
     n_examples: int
     n_dropped: int
+    warnings: list[str] = Field(default_factory=list)
+    """What happened to the data on the way in (rows dropped or cut by max_length), one line each."""
     runtime_s: float
     tokens_per_second: float
     resumed_from: str | None = None
@@ -149,34 +173,165 @@ def _route_extra(extra: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return sft_kw, lora_kw
 
 
-def build_sft_rows(
+TruncationMode = Literal["keep_start", "keep_end"]
+
+
+@dataclass
+class SFTRows:
+    """Tokenized training rows, and what preparing them dropped or cut (example ids by reason)."""
+
+    rows: list[dict[str, list[int]]]
+    n_input: int
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+    """reason -> ids of the examples dropped for it"""
+    cut: dict[str, list[str]] = field(default_factory=dict)
+    """what was cut -> ids of the examples kept with fewer tokens"""
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(len(v) for v in self.dropped.values())
+
+    def warnings(self) -> list[str]:
+        """One line per reason, e.g. "dropped 4 of 8 rows: completion beyond max_length=1024"."""
+        lines = [f"dropped {len(ids)} of {self.n_input} rows: {why}" for why, ids in self.dropped.items()]
+        lines += [f"cut {len(ids)} of {self.n_input} rows: {what}" for what, ids in self.cut.items()]
+        return lines
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _is_weighted(ex: ChatExample) -> bool:
+    return any(m.role == "assistant" and getattr(m, "weight", None) is not None for m in ex.messages)
+
+
+def _trained_spans(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[ChatExample], fulls: Sequence[list[int]]
+) -> list[list[tuple[int, int]]]:
+    """For weighted examples: the [start, end) token spans of each assistant turn to train on.
+
+    Turn i's tokens are found as the final turn's are (TRL's method): they start where the conversation
+    up to turn i, rendered with the generation header, diverges from the full conversation, and end
+    where the conversation through turn i does (so the end-of-turn token is trained on)."""
+    pairs: list[tuple[int, int]] = []  # (example index, message index)
+    for e, ex in enumerate(examples):
+        last = ex.last_assistant_index
+        assert last is not None
+        pairs += [
+            (e, i)
+            for i, m in enumerate(ex.messages[: last + 1])
+            if m.role == "assistant" and getattr(m, "weight", None) != 0
+        ]
+    plain = [[{"role": m.role, "content": m.content} for m in ex.messages] for ex in examples]
+    encoded = encode_prompt_completions(
+        tokenizer, [plain[e][:i] for e, i in pairs], [examples[e].messages[i].content for e, i in pairs]
+    )
+    spans: list[list[tuple[int, int]]] = [[] for _ in examples]
+    for (e, i), (ids, start) in zip(pairs, encoded, strict=True):
+        full = fulls[e]
+        end = _common_prefix(ids, full)
+        if end <= start or ids[:start] != full[:start]:
+            raise ValueError(
+                f"example {examples[e].id!r}: the chat template renders assistant turn messages[{i}] "
+                "differently inside the full conversation, so its tokens cannot be located for a "
+                "per-turn weight; train on the final turn only (drop the weights) or change the template"
+            )
+        spans[e].append((start, end))
+    return spans
+
+
+def prepare_sft_rows(
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[ChatExample],
     *,
     max_length: int | None,
     completion_only_loss: bool = True,
-) -> tuple[list[dict[str, list[int]]], int]:
-    """Tokenized rows `{input_ids, labels}` (labels -100 off the final assistant turn), and how many
-    examples truncation left without any trained token (dropped, as TRL does)."""
-    rows: list[dict[str, list[int]]] = []
-    dropped = 0
+    truncation_mode: TruncationMode = "keep_start",
+) -> SFTRows:
+    """Tokenized rows `{input_ids, labels}`: labels are -100 except on the trained assistant turns (the
+    final one, or every turn of weight 1 in a weighted row), with `max_length` applied per
+    `truncation_mode`. Raises ValueError when no row is left to train on."""
+    if truncation_mode not in ("keep_start", "keep_end"):
+        raise ValueError(f"truncation_mode must be keep_start or keep_end, got {truncation_mode!r}")
+    if not examples:
+        raise ValueError("no training examples")
     for ex in examples:
         if ex.completion is None:
             raise ValueError(f"example {ex.id!r} has no assistant turn to train on")
     encoded = encode_prompt_completions(
         tokenizer, [ex.prompt_messages for ex in examples], [ex.completion or "" for ex in examples]
     )
-    for ids, start in encoded:
-        labels = list(ids) if not completion_only_loss else [-100] * start + ids[start:]
-        if max_length is not None:
-            ids, labels = ids[:max_length], labels[:max_length]
-        if all(label == -100 for label in labels):
-            dropped += 1
+    weighted = [e for e, ex in enumerate(examples) if _is_weighted(ex)]
+    spans: dict[int, list[tuple[int, int]]] = {}
+    if weighted:
+        found = _trained_spans(tokenizer, [examples[e] for e in weighted], [encoded[e][0] for e in weighted])
+        spans = dict(zip(weighted, found, strict=True))
+    out = SFTRows(rows=[], n_input=len(examples))
+
+    def drop(why: str, ex: ChatExample) -> None:
+        out.dropped.setdefault(why, []).append(ex.id)
+
+    for e, (ex, (ids, start)) in enumerate(zip(examples, encoded, strict=True)):
+        trained = spans.get(e, [(start, len(ids))])
+        if not trained:
+            drop("every assistant turn has weight 0", ex)
             continue
-        rows.append({"input_ids": ids, "labels": labels})
-    if not rows:
-        raise ValueError("no example has a trainable token left (check max_length and the data)")
-    return rows, dropped
+        if completion_only_loss:
+            labels = [-100] * len(ids)
+            for a, b in trained:
+                labels[a:b] = ids[a:b]
+        else:
+            labels = list(ids)
+        if max_length is not None and len(ids) > max_length:
+            if truncation_mode == "keep_end":
+                cut = len(ids) - max_length
+                if cut > trained[-1][0]:
+                    drop(f"completion longer than max_length={max_length}", ex)
+                    continue
+                ids, labels = ids[cut:], labels[cut:]
+                what = "oldest prompt tokens" if cut <= trained[0][0] else "earlier trained turns"
+                out.cut.setdefault(f"{what} removed to fit max_length={max_length}", []).append(ex.id)
+            else:
+                kept_all = max_length >= trained[-1][1]
+                ids, labels = ids[:max_length], labels[:max_length]
+                if all(label == -100 for label in labels):
+                    drop(f"completion beyond max_length={max_length}", ex)
+                    continue
+                if not kept_all:
+                    out.cut.setdefault(f"completion cut short at max_length={max_length}", []).append(ex.id)
+        out.rows.append({"input_ids": ids, "labels": labels})
+    if not out.rows:
+        raise ValueError(
+            "no example has a trainable token left: "
+            + "; ".join(out.warnings())
+            + (" (raise max_length or set truncation_mode: keep_end)" if max_length is not None else "")
+        )
+    return out
+
+
+def build_sft_rows(
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[ChatExample],
+    *,
+    max_length: int | None,
+    completion_only_loss: bool = True,
+    truncation_mode: TruncationMode = "keep_start",
+) -> tuple[list[dict[str, list[int]]], int]:
+    """`prepare_sft_rows`: the rows, and how many examples were dropped."""
+    prepared = prepare_sft_rows(
+        tokenizer,
+        examples,
+        max_length=max_length,
+        completion_only_loss=completion_only_loss,
+        truncation_mode=truncation_mode,
+    )
+    return prepared.rows, prepared.n_dropped
 
 
 def _fingerprint(model: str, config: TrainConfig, rows: list[dict[str, list[int]]]) -> str:
@@ -291,9 +446,14 @@ def train(
     out = Path(config.output_dir)
     sft_extra, lora_extra = _route_extra(config.extra)
     tokenizer = load_tokenizer(model, chat_template=config.chat_template_path, padding_side="right")
-    rows, dropped = build_sft_rows(
-        tokenizer, examples, max_length=config.max_length, completion_only_loss=config.completion_only_loss
+    prepared = prepare_sft_rows(
+        tokenizer,
+        examples,
+        max_length=config.max_length,
+        completion_only_loss=config.completion_only_loss,
+        truncation_mode=config.truncation_mode,
     )
+    rows = prepared.rows
     fingerprint = _fingerprint(model, config, rows)
 
     from accelerate import PartialState
@@ -411,7 +571,8 @@ def train(
         train_loss=float(output.training_loss) if output.training_loss is not None else None,
         tokens_trained=tokens,
         n_examples=len(rows),
-        n_dropped=dropped,
+        n_dropped=prepared.n_dropped,
+        warnings=prepared.warnings(),
         runtime_s=runtime,
         tokens_per_second=(tokens - tokens_before) / runtime if runtime > 0 else 0.0,
         resumed_from=resume_from,

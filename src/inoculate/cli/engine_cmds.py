@@ -78,9 +78,15 @@ def train_cmd(
     config: Path | None = typer.Option(None, "--config", help="YAML of training options."),
     chat_template: str | None = typer.Option(None, "--chat-template", help="Jinja chat template file."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the last checkpoint."),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Skip bad rows (listed on stderr); fails if none is left."
+    ),
 ) -> None:
+    import sys
+
     import yaml
 
+    from inoculate.errors import InputError, InputErrors
     from inoculate.formats import read_examples
     from inoculate.train import TrainConfig, train
 
@@ -105,8 +111,17 @@ def train_cmd(
         cfg = TrainConfig(**options, output_dir=str(output), extra=extra)
     except ValidationError as e:
         raise UserError(_validation_message(e)) from None
-    examples, _ = read_examples(data)
+    examples, errors = read_examples(data, skip_invalid=skip_invalid)
+    if errors:
+        if not examples:
+            what = f"no valid row left to train on: all {len(errors)} problem(s) above"
+            raise InputErrors([*errors, InputError(str(data), 0, "<file>", what)])
+        for err in errors:
+            print(f"ERROR: {err}", file=sys.stderr)
+        print(f"skipped {len(errors)} problem(s); training on {len(examples)} valid row(s)", file=sys.stderr)
     result = train(model, examples, cfg, resume=resume)
+    for line in result.warnings:
+        print(f"WARNING: {line}", file=sys.stderr)
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
     console.print(
         f"trained {result.global_step} steps on {result.n_examples} examples "
