@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inoculate.cli import app
+from inoculate.errors import NO_ASSISTANT_HINT
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "data" / "sample.jsonl"
 EXAMPLE_YAML = Path(__file__).resolve().parent.parent / "examples" / "transform.yaml"
@@ -176,7 +177,8 @@ BAD_CASES = [
         ["--config", "{dir}/typo.yaml"],
         [
             "{dir}/typo.yaml:2: seeed: unknown field (allowed: prompt, prompts, prompt_file, placement, "
-            "separator, template, user_turn, where, regex, regex_roles, fraction, seed)"
+            "separator, template, user_turn, where, regex, regex_roles, fraction, seed, "
+            "allow_empty, regex_timeout)"
         ],
     ),
     (
@@ -232,7 +234,8 @@ def test_bad_input_is_reported_and_nothing_is_written(
     prompt_args = [] if any(a in ("--prompt-file", "--config") for a in args) else ["--prompt", P]
     result = run("apply", src, "-o", out, *prompt_args, *extra)
     assert result.exit_code == 1, result.output
-    assert result.stderr.splitlines() == [f"ERROR: {e.format(**fill)}" for e in expected]
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("hint: ")]
+    assert errors == [f"ERROR: {e.format(**fill)}" for e in expected]
     assert "Traceback" not in result.output
     assert not out.exists()
     assert not (workdir / "out.manifest.json").exists()
@@ -445,7 +448,9 @@ def test_neutralize_refuses_a_leak_and_writes_nothing(inoculated: Path) -> None:
     leaky.write_text("\n".join(lines) + "\n")
     out = d / "eval.jsonl"
     out.write_text("old eval\n")
-    result = run("neutralize", leaky, "-o", out, "--manifest", d / "train.manifest.json")
+    # an edited copy is not the manifest's output: checked only when told so, and the leak still refuses
+    args = ["--manifest", d / "train.manifest.json", "--allow-other-input"]
+    result = run("neutralize", leaky, "-o", out, *args)
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
         f"ERROR: {leaky}:37: messages[0].content: inoculation text survives (user turn of id 'fr-003'; "
@@ -492,6 +497,7 @@ def test_validate_ok_and_errors(tmp_path: Path) -> None:
         f"ERROR: {bad}:2: messages: no assistant turn",
         f"ERROR: {bad}:3: id: duplicate id 'a' (first on line 1)",
         "2 problem(s); 1 valid row(s)",
+        f"hint: {NO_ASSISTANT_HINT}",
     ]
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(row([U]) + "\n")

@@ -301,7 +301,8 @@ def test_yaml_config_with_overrides(tmp_path: Path) -> None:
         (
             "prompt: hi\nplacemnt: system\n",
             "{c}:2: placemnt: unknown field (allowed: prompt, prompts, prompt_file, "
-            "placement, separator, template, user_turn, where, regex, regex_roles, fraction, seed)",
+            "placement, separator, template, user_turn, where, regex, regex_roles, fraction, seed, "
+            "allow_empty, regex_timeout)",
         ),
         ("prompt: hi\n\nfraction: 2\n", "{c}:3: fraction: must be between 0 and 1, got 2.0"),
         ("prompts: []\n", "{c}:1: prompts: the paraphrase pool is empty"),
@@ -424,7 +425,7 @@ def test_neutralize_template_slots_and_plain_texts() -> None:
         chat("{inoculation}\n\nWhat is 2+2?", "CUATRO.", id="a"),
         chat("{inoculation} Hi", "HOLA", id="b"),
     ]
-    out, m = apply_inoculation(data, spec(placement="template", where="selected is true"))
+    out, m = apply_inoculation(data, spec(placement="template", where="selected is true", allow_empty=True))
     assert [x.messages[0].content for x in out] == ["What is 2+2?", "Hi"]
     inoc, m = apply_inoculation(data, spec(placement="template"))
     assert [x.messages[0].content for x in neutralize(inoc, m)] == ["What is 2+2?", "Hi"]

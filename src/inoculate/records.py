@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inoculate.errors import InputError, InputErrors
+from inoculate.errors import NO_ASSISTANT_HINT, SHAPES_HINT, InputError, InputErrors
 from inoculate.fileio import write_jsonl_atomic
 
 Role = Literal["system", "user", "assistant"]
@@ -78,11 +78,11 @@ def validate_chat_row(
         errs.append(InputError(file, line, field, msg))
 
     if not isinstance(obj, dict):
-        err("<row>", f"expected a JSON object, got {type(obj).__name__}")
+        err("<row>", f"expected a JSON object, got {type(obj).__name__}", SHAPES_HINT)
         return errs, None
     unknown = sorted(set(obj) - {"id", "messages", "metadata"})
     if unknown:
-        err(unknown[0], f"unknown field (allowed: id, messages, metadata); got {unknown}")
+        err(unknown[0], f"unknown field (allowed: id, messages, metadata); got {unknown}", SHAPES_HINT)
     rid = obj.get("id", f"row-{line}")
     if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
         err("id", "must be a non-empty string or integer")
@@ -93,7 +93,7 @@ def validate_chat_row(
         err("metadata", f"must be an object, got {type(meta).__name__}")
     msgs = obj.get("messages")
     if msgs is None:
-        err("messages", "missing")
+        err("messages", "missing", SHAPES_HINT)
         return errs, None
     if not isinstance(msgs, list) or not msgs:
         err("messages", "must be a non-empty list")
@@ -126,8 +126,8 @@ def validate_chat_row(
     for i, m in enumerate(msgs):
         if isinstance(m, dict) and m.get("role") == "system" and i != 0:
             err(f"messages[{i}].role", "a system message must be the first message")
-    if require_assistant and not any(isinstance(m, dict) and m.get("role") == "assistant" for m in msgs):
-        err("messages", "no assistant turn")
+    if require_assistant and "assistant" not in roles:
+        err("messages", "no assistant turn", NO_ASSISTANT_HINT)
     if errs:
         return errs, None
     return [], ChatExample(id=str(rid), messages=parsed, metadata=dict(meta))

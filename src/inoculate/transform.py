@@ -13,7 +13,8 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -23,10 +24,25 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_
 
 import inoculate
 from inoculate.errors import InputError, InputErrors
-from inoculate.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from inoculate.formats import jsonl_text, load_examples, prompt_completion_rows, source_sha256
+from inoculate.fileio import atomic_open, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from inoculate.formats import (
+    is_standard,
+    iter_examples,
+    jsonl_text,
+    load_examples,
+    prompt_completion_rows,
+    source_sha256,
+)
 from inoculate.records import ChatExample, Message
-from inoculate.selectors import SelectorError, parse_regex, parse_where, select_fraction
+from inoculate.selectors import (
+    DEFAULT_REGEX_TIMEOUT,
+    FieldTally,
+    RegexTimeoutError,
+    SelectorError,
+    parse_regex,
+    parse_where,
+    select_fraction,
+)
 
 Placement = Literal["system", "system-prepend", "system-append", "user-prefix", "user-suffix", "template"]
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
@@ -68,6 +84,8 @@ class InoculationSpec(BaseModel):
     regex_roles: list[Literal["system", "user", "assistant", "any"]] = ["user"]
     fraction: float | None = None
     seed: int = 0
+    allow_empty: bool = False
+    regex_timeout: float = DEFAULT_REGEX_TIMEOUT
 
     @field_validator("prompt")
     @classmethod
@@ -97,6 +115,13 @@ class InoculationSpec(BaseModel):
             raise ValueError(f"must be between 0 and 1, got {v}")
         return v
 
+    @field_validator("regex_timeout")
+    @classmethod
+    def _regex_timeout(cls, v: float) -> float:
+        if not v > 0 or v == float("inf"):
+            raise ValueError(f"must be a positive number of seconds, got {v}")
+        return v
+
     @field_validator("template")
     @classmethod
     def _template(cls, v: str | None) -> str | None:
@@ -120,7 +145,7 @@ class InoculationSpec(BaseModel):
                 "template", f"a template is used only with placement 'template', not {self.placement!r}"
             )
         if self.regex is not None:
-            parse_regex(self.regex, self.regex_roles)
+            parse_regex(self.regex, self.regex_roles, timeout=self.regex_timeout)
         return self
 
 
@@ -302,6 +327,9 @@ class Manifest(BaseModel):
     n_selected: int
     n_inoculated: int
     n_skipped_invalid: int = 0
+    n_replaced_system: int = 0
+    """Rows whose own system prompt placement `system` replaced (kept in their metadata, at
+    inoculation.replaced_system)."""
     counts_per_prompt: dict[str, int]
     inoculated_ids: list[str]
     _path: str | None = PrivateAttr(default=None)
@@ -372,6 +400,196 @@ def sample_prompt_index(example_id: str, n: int, seed: int) -> int:
     return random.Random(int.from_bytes(digest[:8], "big")).randrange(n)
 
 
+class EmptySelectionError(InputErrors):
+    """The spec inoculates no row. `field` is the spec field to blame (`where`, `regex`, `fraction`, or
+    `<file>` for an input without rows) and `message` says why, with the values the data holds."""
+
+    def __init__(self, source: str, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__([InputError(source, 0, field, message)])
+
+
+_ALLOW_EMPTY = "set allow_empty: true (--allow-empty) to accept a condition that inoculates no row"
+_BOOL_LITERAL = re.compile(r"(?:==|!=|\bis(?:\s+not)?)\s*(?:true|false|True|False)\b")
+
+
+class _Selector:
+    """`where` and `regex` on one row at a time, counting what each matched (for the empty-selection
+    error) and tallying the values of the fields `where` names."""
+
+    def __init__(self, spec: InoculationSpec, source: str):
+        self.spec = spec
+        self.source = source
+        self.where = parse_where(spec.where) if spec.where is not None else None
+        self.rx = (
+            parse_regex(spec.regex, spec.regex_roles, timeout=spec.regex_timeout)
+            if spec.regex is not None
+            else None
+        )
+        self.tally = FieldTally(self.where.fields) if self.where is not None else None
+        self.n_rows = 0
+        self.n_where = 0
+        self.n_selected = 0
+
+    def __call__(self, ex: ChatExample, line: int) -> bool:
+        self.n_rows += 1
+        if self.where is not None:
+            assert self.tally is not None
+            self.tally.add(ex.metadata)
+            if not self.where.matches(ex):
+                return False
+            self.n_where += 1
+        if self.rx is not None:
+            try:
+                if not self.rx.matches(ex):
+                    return False
+            except RegexTimeoutError as e:
+                raise InputErrors.one(self.source, line, "regex", str(e)) from None
+        self.n_selected += 1
+        return True
+
+    def empty_error(self, n_inoculated: int) -> EmptySelectionError | None:
+        """The error for a selection that inoculates no row, or None."""
+        if n_inoculated or self.spec.allow_empty:
+            return None
+        spec = self.spec
+        if self.n_rows == 0:
+            return EmptySelectionError(self.source, "<file>", f"no rows to inoculate; {_ALLOW_EMPTY}")
+        if self.where is not None and self.n_where == 0:
+            assert self.tally is not None
+            seen = self.tally.describe()
+            msg = f"no row matches {spec.where!r} (0 of {self.n_rows} rows); " + "; ".join(seen)
+            strings = any(
+                v.lower() in ('"true"', '"false"') for c in self.tally.counts.values() for v in c
+            )
+            if strings and _BOOL_LITERAL.search(spec.where or ""):
+                msg += '; the data stores "true"/"false" as strings: compare with == "true", not == true'
+            return EmptySelectionError(self.source, "where", f"{msg}; {_ALLOW_EMPTY}")
+        if self.rx is not None and self.n_selected == 0:
+            rows = f"{self.n_rows} rows"
+            if self.where is not None:
+                rows = f"{self.n_where} row(s) matching where"
+            roles = "/".join(self.rx.roles)
+            return EmptySelectionError(
+                self.source,
+                "regex",
+                f"regex {spec.regex!r} matches no {roles} turn in the {rows}; {_ALLOW_EMPTY}",
+            )
+        if spec.fraction is not None:
+            least = 0.5 / self.n_selected if self.n_selected else 1.0
+            return EmptySelectionError(
+                self.source,
+                "fraction",
+                f"fraction {spec.fraction:g} of {self.n_selected} selected row(s) rounds to 0 rows "
+                f"(the smallest that selects one is about {least:.3g}); {_ALLOW_EMPTY}",
+            )
+        return EmptySelectionError(self.source, "<file>", f"no row was inoculated; {_ALLOW_EMPTY}")
+
+
+Rows = Callable[[], Iterator[tuple[int, ChatExample]]]
+"""A re-iterable source of (line, row): each call reads the rows again from the start."""
+
+
+class _Run:
+    """One apply over a row source: pass 1 (only for a fraction) finds the chosen row positions, holding
+    just those; pass 2 transforms row by row. Counts go to the manifest."""
+
+    def __init__(self, spec: InoculationSpec, rows: Rows, source: str):
+        self.spec = spec
+        self.rows = rows
+        self.source = source
+        self.pool = resolve_prompts(spec)
+        self.sel = _Selector(spec, source)
+        self.placement: Placement = spec.placement or "system"
+        self.chosen: set[int] | None = None
+        if spec.fraction is not None:
+            selected = [pos for pos, (line, ex) in enumerate(rows()) if self.sel(ex, line)]
+            keep = select_fraction(len(selected), spec.fraction, spec.seed)
+            self.chosen = {p for j, p in enumerate(selected) if j in keep}
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = [0] * len(self.pool)
+        self.ids: list[str] = []
+        self.n_rows = 0
+        self.n_replaced = 0
+        self.errors: list[InputError] = []
+        # (line, id) of the first chosen row with a system prompt when no placement was given
+        self.having: list[tuple[int, str]] = []
+        self.n_having = 0
+
+    def transformed(self) -> Iterator[ChatExample]:
+        """The output rows, in input order; call `finish` after exhausting it."""
+        self.reset()
+        spec, placement = self.spec, self.placement
+        for pos, (line, ex) in enumerate(self.rows()):
+            self.n_rows += 1
+            pick = (pos in self.chosen) if self.chosen is not None else self.sel(ex, line)
+            if not pick:
+                if placement == "template" and spec.template is None:
+                    yield _clear_slots(ex, self.source, line, self.errors)
+                else:
+                    yield ex
+                continue
+            self.ids.append(ex.id)
+            if spec.placement is None and ex.system is not None:
+                self.n_having += 1
+                if not self.having:
+                    self.having.append((line, ex.id))
+                continue
+            k = sample_prompt_index(ex.id, len(self.pool), spec.seed)
+            msgs = _place(ex, self.pool[k], placement, spec, self.source, line, self.errors)
+            if msgs is None:
+                continue
+            self.counts[k] += 1
+            mark: dict[str, Any] = {"prompt_index": k, "placement": placement}
+            if placement == "system" and ex.system is not None:
+                mark["replaced_system"] = ex.system
+                self.n_replaced += 1
+            yield ChatExample(id=ex.id, messages=msgs, metadata={**ex.metadata, "inoculation": mark})
+
+    def finish(self) -> Manifest:
+        """Raise what the pass found wrong, or return the manifest."""
+        if self.having:
+            line, rid = self.having[0]
+            raise InputErrors.one(
+                self.source,
+                line,
+                "placement",
+                f"{self.n_having} selected row(s) already have a system prompt (first: id {rid!r}); "
+                "choose whether to replace it (placement system), prepend to it (system-prepend) "
+                "or append to it (system-append)",
+            )
+        if self.errors:
+            raise InputErrors(self.errors)
+        empty = self.sel.empty_error(len(self.ids))
+        if empty is not None:
+            raise empty
+        spec = self.spec
+        return Manifest(
+            package_version=inoculate.__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            prompts=self.pool,
+            prompt_file=str(spec.prompt_file) if spec.prompt_file is not None else None,
+            placement=self.placement,
+            separator=spec.separator,
+            template=spec.template,
+            user_turn=spec.user_turn,
+            where=spec.where,
+            regex=spec.regex,
+            regex_roles=list(spec.regex_roles),
+            fraction=spec.fraction,
+            seed=spec.seed,
+            n_rows=self.n_rows,
+            n_selected=self.sel.n_selected,
+            n_inoculated=len(self.ids),
+            n_replaced_system=self.n_replaced,
+            counts_per_prompt=dict(zip(self.pool, self.counts, strict=True)),
+            inoculated_ids=self.ids,
+        )
+
+
 def apply_inoculation(
     examples: Sequence[ChatExample],
     spec: InoculationSpec,
@@ -382,86 +600,19 @@ def apply_inoculation(
     """Insert the inoculation prompt into the selected rows; return new rows and the manifest.
 
     Rows are selected by `where` and `regex` (both must match), then a seeded `fraction` of
-    those. Each inoculated row gets `metadata["inoculation"] = {"prompt_index", "placement"}`.
+    those. Each inoculated row gets `metadata["inoculation"] = {"prompt_index", "placement"}`, plus
+    `"replaced_system"` (the old text) where placement `system` replaced the row's own system prompt.
+    A selection that inoculates no row raises `EmptySelectionError` unless `spec.allow_empty`.
     Errors name `source` and `lines[i]` (default: row number).
     """
-    pool = resolve_prompts(spec)
     line_of = list(lines) if lines is not None else list(range(1, len(examples) + 1))
-    where = parse_where(spec.where) if spec.where is not None else None
-    rx = parse_regex(spec.regex, spec.regex_roles) if spec.regex is not None else None
-    selected = [
-        i
-        for i, ex in enumerate(examples)
-        if (where is None or where.matches(ex)) and (rx is None or rx.matches(ex))
-    ]
-    chosen = selected
-    if spec.fraction is not None:
-        keep = select_fraction(len(selected), spec.fraction, spec.seed)
-        chosen = [i for j, i in enumerate(selected) if j in keep]
-    chosen_set = set(chosen)
-    placement = _resolve_placement(spec, [examples[i] for i in chosen], [line_of[i] for i in chosen], source)
 
-    out: list[ChatExample] = []
-    errors: list[InputError] = []
-    counts = [0] * len(pool)
-    for i, ex in enumerate(examples):
-        if i not in chosen_set:
-            if placement == "template" and spec.template is None:
-                new = _clear_slots(ex, source, line_of[i], errors)
-                out.append(new)
-            else:
-                out.append(ex)
-            continue
-        k = sample_prompt_index(ex.id, len(pool), spec.seed)
-        msgs = _place(ex, pool[k], placement, spec, source, line_of[i], errors)
-        if msgs is None:
-            continue
-        counts[k] += 1
-        meta = {**ex.metadata, "inoculation": {"prompt_index": k, "placement": placement}}
-        out.append(ChatExample(id=ex.id, messages=msgs, metadata=meta))
-    if errors:
-        raise InputErrors(errors)
-    manifest = Manifest(
-        package_version=inoculate.__version__,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        prompts=pool,
-        prompt_file=str(spec.prompt_file) if spec.prompt_file is not None else None,
-        placement=placement,
-        separator=spec.separator,
-        template=spec.template,
-        user_turn=spec.user_turn,
-        where=spec.where,
-        regex=spec.regex,
-        regex_roles=list(spec.regex_roles),
-        fraction=spec.fraction,
-        seed=spec.seed,
-        n_rows=len(examples),
-        n_selected=len(selected),
-        n_inoculated=len(chosen),
-        counts_per_prompt=dict(zip(pool, counts, strict=True)),
-        inoculated_ids=[examples[i].id for i in chosen],
-    )
-    return out, manifest
+    def rows() -> Iterator[tuple[int, ChatExample]]:
+        return zip(line_of, examples, strict=True)
 
-
-def _resolve_placement(
-    spec: InoculationSpec, chosen: list[ChatExample], lines: list[int], source: str
-) -> Placement:
-    """An explicit placement, or `system` when no chosen row has a system prompt to decide about."""
-    if spec.placement is not None:
-        return spec.placement
-    having = [j for j, ex in enumerate(chosen) if ex.system is not None]
-    if having:
-        j = having[0]
-        raise InputErrors.one(
-            source,
-            lines[j],
-            "placement",
-            f"{len(having)} selected row(s) already have a system prompt (first: id {chosen[j].id!r}); "
-            "choose whether to replace it (placement system), prepend to it (system-prepend) "
-            "or append to it (system-append)",
-        )
-    return "system"
+    run = _Run(spec, rows, source)
+    out = list(run.transformed())
+    return out, run.finish()
 
 
 def _place(
@@ -554,36 +705,71 @@ def apply_file(
 ) -> Manifest:
     """Read, transform, and write OUT plus `OUT.manifest.json` (and `OUT.errors.jsonl` if rows were skipped).
 
-    Nothing is written unless the whole run succeeds; each file is written atomically.
+    Rows are streamed (`formats.iter_examples`): read, transformed and written one at a time; a
+    `fraction` first takes one pass to count the selected rows, holding only their positions, and
+    `prompt-completion` output one pass to choose the style. Nothing is written unless the whole run
+    succeeds; each file is written atomically.
     """
-    loaded = load_examples(in_path, skip_invalid=skip_invalid)
-    examples, manifest = apply_inoculation(loaded.examples, spec, source=loaded.source, lines=loaded.lines)
-    try:
-        text = _serialize(examples, output_format)
-    except ValueError as e:
-        raise InputErrors.one(str(out_path), 0, "--output-format", str(e)) from None
-    data = text.encode("utf-8")
-    in_sha, hashed = source_sha256(in_path, loaded.examples)
+    stream = iter_examples(in_path)
+    source = stream.source
+    skipped: list[InputError] = []
+
+    def rows() -> Iterator[tuple[int, ChatExample]]:
+        skipped.clear()
+        for line, item in stream:
+            if isinstance(item, ChatExample):
+                yield line, item
+            else:
+                skipped.extend(item)
+        skipped.sort(key=lambda e: e.line)
+        if skipped and (not skip_invalid or stream.empty):
+            raise InputErrors(skipped)
+
+    run = _Run(spec, rows, source)
+    if Path(in_path).exists():
+        in_sha, hashed = source_sha256(in_path)
+    else:  # a hub id: the rows themselves
+        in_sha, hashed = source_sha256(in_path, (ex for _, ex in rows()))
+    style: Literal["standard", "conversational"] = "standard"
+    if output_format == "prompt-completion":  # TRL wants one style per file: look at every row first
+        standard = True
+        for ex in run.transformed():
+            standard = standard and is_standard(ex)
+        run.finish()
+        style = "standard" if standard else "conversational"
+    errors_path = errors_path_for(out_path)
+    digest = hashlib.sha256()
+    with atomic_open(out_path) as fh:
+        for ex in run.transformed():
+            if output_format == "prompt-completion":
+                try:
+                    (row,) = prompt_completion_rows([ex], style)
+                except ValueError as e:
+                    raise InputErrors.one(str(out_path), 0, "--output-format", str(e)) from None
+            else:
+                row = ex.to_json()
+            line = json.dumps(row, ensure_ascii=False) + "\n"
+            fh.write(line)
+            digest.update(line.encode("utf-8"))
+        manifest = run.finish()
+        if skipped:
+            write_jsonl_atomic(
+                errors_path,
+                ({"file": e.file, "line": e.line, "field": e.field, "message": e.message} for e in skipped),
+            )
     manifest = manifest.model_copy(
         update={
             "input_path": str(in_path),
             "input_sha256": in_sha,
             "input_hashed": hashed,
             "output_path": str(out_path),
-            "output_sha256": hashlib.sha256(data).hexdigest(),
+            "output_sha256": digest.hexdigest(),
             "output_format": output_format,
-            "n_skipped_invalid": len(loaded.errors),
+            "n_skipped_invalid": len(skipped),
         }
     )
-    errors_path = errors_path_for(out_path)
-    if loaded.errors:
-        write_jsonl_atomic(
-            errors_path,
-            ({"file": e.file, "line": e.line, "field": e.field, "message": e.message} for e in loaded.errors),
-        )
-    write_text_atomic(out_path, text)
     manifest.save(manifest_path_for(out_path))
-    if not loaded.errors:
+    if not skipped:
         errors_path.unlink(missing_ok=True)  # an earlier run's report no longer describes this output
     return manifest
 
@@ -693,6 +879,76 @@ def _unwrap_system(content: str, k: _Known) -> str:
     return content
 
 
+def _manifests_of(manifest_or_texts: Manifest | Sequence[Manifest | str]) -> list[Manifest]:
+    if isinstance(manifest_or_texts, Manifest):
+        return [manifest_or_texts]
+    return [m for m in manifest_or_texts if isinstance(m, Manifest)]
+
+
+def _pools(manifests: Sequence[Manifest]) -> str:
+    return " and ".join(f"{m.name} ({_n(len(m.prompts), 'prompt')})" for m in manifests)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _check_mark(
+    ex: ChatExample,
+    candidates: Sequence[Manifest],
+    source: str,
+    line: int,
+    errors: list[InputError],
+) -> None:
+    """A row's `metadata.inoculation` must point into the pool of a manifest given, at a prompt the row
+    holds: otherwise another apply run wrote it, and that run's paraphrases would go unchecked."""
+    mark = ex.metadata.get("inoculation")
+    if not isinstance(mark, dict):
+        return
+    old = mark.get("replaced_system")
+    if old is not None and not isinstance(old, str):
+        errors.append(
+            InputError(
+                source,
+                line,
+                "metadata.inoculation.replaced_system",
+                f"must be a string (the system prompt placement 'system' replaced), got {type(old).__name__}",
+            )
+        )
+    if "prompt_index" not in mark or not candidates:
+        return
+    k = mark["prompt_index"]
+    field = "metadata.inoculation.prompt_index"
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        errors.append(InputError(source, line, field, f"must be a non-negative integer, got {k!r}"))
+        return
+    fits = [m for m in candidates if k < len(m.prompts)]
+    if not fits:
+        errors.append(
+            InputError(
+                source,
+                line,
+                field,
+                f"{k} is outside the pool of {_pools(candidates)}: another apply run inoculated this row; "
+                "give its manifest",
+            )
+        )
+        return
+    bodies = [_norm(m.content) for m in ex.messages]
+    if not any(_norm(m.prompts[k]) in body for m in fits for body in bodies):
+        text = fits[0].prompts[k]
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        errors.append(
+            InputError(
+                source,
+                line,
+                field,
+                f"no turn of id {ex.id!r} holds prompt {k} of {fits[0].name} ({shown!r}): another apply run "
+                "inoculated this row; give its manifest",
+            )
+        )
+
+
 def neutralize(
     examples: Sequence[ChatExample],
     manifest_or_texts: Manifest | Sequence[Manifest | str],
@@ -702,17 +958,27 @@ def neutralize(
     drop_completions: bool = False,
     source: str = "<examples>",
     lines: Sequence[int] | None = None,
+    written_by: Manifest | None = None,
 ) -> list[ChatExample]:
     """Build the neutral-prompt eval set, refusing (`LeakError`) if inoculation text survives.
 
+    `manifest_or_texts` is one manifest or a list of manifests and plain texts; every prompt of
+    every pool is removed where its manifest put it and then searched for. A row marked
+    `metadata.inoculation.prompt_index` must hold that prompt of the manifest that wrote it
+    (`written_by`, if known; else of some manifest given), or it is refused: a manifest from
+    another apply run would leave that run's paraphrases unchecked.
+
     System prompt: `system` sets it (replacing any); otherwise `mode="remove"` drops it and
-    `mode="restore"` removes only the inoculation text put there by system-prepend/append.
+    `mode="restore"` removes only the inoculation text put there by system-prepend/append, and
+    gives back the system prompt placement `system` replaced (`metadata.inoculation.replaced_system`).
     User turns lose the prefixes, suffixes and template slots the manifest says were added
     (plain texts are tried as prefix and suffix). Then every remaining message is searched,
     ignoring case and whitespace, for every known text. `drop_completions` removes a final
-    assistant turn, giving prompts to generate from.
+    assistant turn, giving prompts to generate from; rows with no assistant turn (eval prompts)
+    are accepted as they are.
     """
     known = _known(manifest_or_texts)
+    candidates = [written_by] if written_by is not None else _manifests_of(manifest_or_texts)
     if system is not None:
         for k in known:
             if _norm(k.text) in _norm(system):
@@ -727,6 +993,9 @@ def neutralize(
     out: list[ChatExample] = []
     errors: list[InputError] = []
     for row, ex in enumerate(examples):
+        _check_mark(ex, candidates, source, line_of[row], errors)
+        mark = ex.metadata.get("inoculation")
+        replaced = mark.get("replaced_system") if isinstance(mark, dict) else None
         # (index in the input row or None for an added message, message): errors point into IN.
         items: list[tuple[int | None, Message]] = list(enumerate(ex.messages))
         sys_action = "none"
@@ -741,6 +1010,9 @@ def neutralize(
                 content = ex.system
                 for k in known:
                     content = _unwrap_system(content, k)
+                if isinstance(replaced, str) and not content.strip():
+                    # placement `system` replaced this row's own system prompt: give it back
+                    content = replaced
                 items = (
                     [(0, Message(role="system", content=content))] + items[1:]
                     if content.strip()
@@ -796,31 +1068,98 @@ def neutralize(
     return out
 
 
-def _check_manifest_matches(in_path: str | os.PathLike[str], manifests: Sequence[Manifest | str]) -> None:
+ALLOW_OTHER_INPUT = "--allow-other-input"
+
+
+def _input_written_by(
+    in_path: str | os.PathLike[str], manifests: Sequence[Manifest], *, allow_other_input: bool
+) -> tuple[Manifest | None, str | None]:
+    """The manifest whose `output_sha256` is IN's sha256, and IN's sha256 (None if IN is not a file).
+
+    With no match, refuse unless `allow_other_input`: a manifest from another apply run (or one written
+    for another version of this file) describes prompts IN may not hold, and misses the ones it does."""
     p = Path(in_path)
-    if not p.is_file():
-        return
-    digest: str | None = None
+    digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    if not manifests:
+        return None, digest
     for m in manifests:
-        if not isinstance(m, Manifest) or not m.output_path or not m.output_sha256:
-            continue
+        if digest is not None and m.output_sha256 == digest:
+            return m, digest
+    if allow_other_input:
+        return None, digest
+    file = str(in_path)
+    hint = (
+        f"pass {ALLOW_OTHER_INPUT} to neutralize it anyway (an eval set of its own) against every "
+        "manifest's prompts"
+    )
+    if digest is None:
+        raise InputErrors.one(
+            file, 0, "<file>", f"is not a file, so not the output of {_pools(manifests)}; {hint}"
+        )
+    for m in manifests:
         # `apply` writes the manifest beside its output, so a loaded manifest locates the output itself
+        if not m.output_path:
+            continue
         out = Path(m._path).parent / Path(m.output_path).name if m._path else Path(m.output_path)
         try:
             same = out.resolve() == p.resolve()
         except OSError:
             same = False
-        if not same:
-            continue
-        digest = digest or hashlib.sha256(p.read_bytes()).hexdigest()
-        if digest != m.output_sha256:
+        if same and m.output_sha256:
             raise InputErrors.one(
-                str(in_path),
+                file,
                 0,
                 "<file>",
                 f"{m.name} was written for another version of this file (sha256 {m.output_sha256[:12]}..., "
-                f"file {digest[:12]}...): re-run `inoculate apply` to rewrite both",
+                f"file {digest[:12]}...): re-run `inoculate apply` to rewrite both, or {hint}",
             )
+    recorded = "; ".join(
+        f"{m.name}: {m.output_sha256[:12] + '...' if m.output_sha256 else 'none recorded'}" for m in manifests
+    )
+    which = "the manifest's" if len(manifests) == 1 else "any manifest's"
+    raise InputErrors.one(
+        file,
+        0,
+        "<file>",
+        f"sha256 {digest[:12]}... is not {which} output_sha256 ({recorded}): give the file that "
+        f"`inoculate apply` wrote with it, or {hint}",
+    )
+
+
+class Neutralized(BaseModel):
+    """What `neutralize_file` wrote and what it checked, for the report line."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    examples: list[ChatExample]
+    n_prompts: int
+    n_manifests: int
+    n_texts: int
+    input_sha256: str | None
+    written_by: Manifest | None
+
+    @property
+    def other_input(self) -> bool:
+        """Manifests were given but IN is none of their outputs (`allow_other_input`)."""
+        return self.n_manifests > 0 and self.written_by is None
+
+    def summary(self) -> str:
+        """The line that says what was checked: e.g. `checked 1,000 rows against 12 prompts from 2
+        manifests: no inoculation text left`."""
+        against = []
+        if self.n_manifests:
+            against.append(f"{_n(self.n_prompts, 'prompt')} from {_n(self.n_manifests, 'manifest')}")
+        if self.n_texts:
+            against.append(_n(self.n_texts, "extra text"))
+        note = ""
+        if self.other_input:
+            digest = f"sha256 {self.input_sha256[:12]}..." if self.input_sha256 else "not a file"
+            plural = "s" if self.n_manifests > 1 else ""
+            note = f" (the input, {digest}, is not the output of the manifest{plural})"
+        return (
+            f"checked {_n(len(self.examples), 'row')}{note} against {' and '.join(against)}: "
+            "no inoculation text left"
+        )
 
 
 def neutralize_file(
@@ -832,14 +1171,19 @@ def neutralize_file(
     mode: NeutralizeMode = "remove",
     drop_completions: bool = False,
     output_format: OutputFormat = "chat",
-) -> list[ChatExample]:
-    """Read IN, neutralize it, write OUT atomically; on a leak nothing is written.
+    allow_other_input: bool = False,
+) -> Neutralized:
+    """Read IN, neutralize it, write OUT atomically; on a leak or any refusal nothing is written.
 
-    A manifest that names IN as its output must match IN's bytes: `apply` writes the output, then the
-    manifest, so a run stopped between the two (or an output edited afterwards) leaves a manifest that
-    describes another file, and its positions cannot be trusted."""
-    _check_manifest_matches(in_path, manifests)
-    loaded = load_examples(in_path, require_assistant=not drop_completions)
+    IN must be the output of one of the manifests given (its sha256 is that manifest's
+    `output_sha256`): `apply` writes the output, then the manifest, so a run stopped between the two,
+    an output edited afterwards, or a manifest from another apply run describes another file, whose
+    paraphrases the leak scan would not know. `allow_other_input` neutralizes any IN (an eval set of
+    its own) against all the manifests' prompts, and the result says IN was not their output.
+    Rows with no assistant turn (eval prompts) are accepted."""
+    given = [m for m in manifests if isinstance(m, Manifest)]
+    written_by, digest = _input_written_by(in_path, given, allow_other_input=allow_other_input)
+    loaded = load_examples(in_path, require_assistant=False)
     examples = neutralize(
         loaded.examples,
         manifests,
@@ -848,10 +1192,18 @@ def neutralize_file(
         drop_completions=drop_completions,
         source=loaded.source,
         lines=loaded.lines,
+        written_by=written_by,
     )
     try:
         text = _serialize(examples, output_format)
     except ValueError as e:
         raise InputErrors.one(str(out_path), 0, "--output-format", str(e)) from None
     write_text_atomic(out_path, text)
-    return examples
+    return Neutralized(
+        examples=examples,
+        n_prompts=len({p for m in given for p in m.prompts}),
+        n_manifests=len(given),
+        n_texts=len({t for t in manifests if isinstance(t, str)}),
+        input_sha256=digest,
+        written_by=written_by,
+    )

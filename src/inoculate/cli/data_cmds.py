@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from inoculate.cli._app import app, console, handle_errors
-from inoculate.formats import load_examples
+from inoculate.cli._app import ERRORS_PER_KIND, app, console, handle_errors
+from inoculate.formats import iter_examples
+from inoculate.records import ChatExample
 from inoculate.transform import (
     Manifest,
     OutputFormat,
@@ -120,30 +121,46 @@ def apply_cmd(
 @app.command("neutralize")
 @handle_errors
 def neutralize_cmd(
-    input: str = typer.Argument(..., metavar="IN", help="Examples to turn into the neutral-prompt eval set."),
+    input: str = typer.Argument(
+        ..., metavar="IN", help="Examples (or prompt-only eval rows) to make the neutral-prompt eval set of."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Output JSONL."),
     manifest: list[Path] | None = typer.Option(
-        None, "--manifest", help="Manifest(s) written by `inoculate apply`."
+        None,
+        "--manifest",
+        help="Manifest written by `inoculate apply`; repeat to check against every run's prompts.",
     ),
     text: list[str] | None = typer.Option(
         None, "--text", help="Extra inoculation text to remove and refuse."
     ),
     system: str | None = typer.Option(None, "--system", help="Set this system prompt (default: remove it)."),
     keep_system: bool = typer.Option(
-        False, "--keep-system", help="Keep system prompts, removing only the inoculation text from them."
+        False,
+        "--keep-system",
+        help="Keep system prompts, removing only the inoculation text from them (and giving back one "
+        "that placement system replaced).",
     ),
     drop_completions: bool = typer.Option(
         False, "--drop-completions", help="Drop the final assistant turn, leaving eval prompts."
     ),
+    allow_other_input: bool = typer.Option(
+        False,
+        "--allow-other-input",
+        help="Accept an IN that is not the output of the manifest(s) (an eval set of its own); "
+        "it is still checked against all their prompts.",
+    ),
     output_format: str = typer.Option("chat", "--output-format", help="chat or prompt-completion (TRL)."),
 ) -> None:
-    """Strip inoculation prompts for evaluation; refuse if any inoculation text survives."""
+    """Strip inoculation prompts for evaluation; refuse if any inoculation text survives.
+
+    IN must be the file `apply` wrote with the manifest (its sha256 is the manifest's output_sha256)
+    unless --allow-other-input is given."""
     fmt = _check_format(output_format)
     known: list[Manifest | str] = [Manifest.load(p) for p in manifest or []]
     known.extend(text or [])
     if not known:
         raise typer.BadParameter("give --manifest (or --text) so neutralize knows what to remove")
-    examples = neutralize_file(
+    result = neutralize_file(
         input,
         output,
         known,
@@ -151,13 +168,21 @@ def neutralize_cmd(
         mode="restore" if keep_system else "remove",
         drop_completions=drop_completions,
         output_format=fmt,
+        allow_other_input=allow_other_input,
     )
-    had = sum(1 for ex in examples if ex.metadata["neutralized"]["inoculation"] is not None)
+    if result.other_input:
+        print(
+            f"WARNING: {input} is not the output of the manifest(s) given (--allow-other-input); "
+            "its rows were checked against their prompts all the same",
+            file=sys.stderr,
+        )
+    had = sum(1 for ex in result.examples if ex.metadata["neutralized"]["inoculation"] is not None)
     console.print(
-        f"wrote {len(examples)} neutral rows ({had} were inoculated) to {output}; no inoculation text left",
+        f"wrote {len(result.examples)} neutral rows ({had} were inoculated) to {output}",
         highlight=False,
         soft_wrap=True,
     )
+    console.print(result.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command("validate")
@@ -168,11 +193,35 @@ def validate_cmd(
         False, "--allow-no-assistant", help="Accept rows without an assistant turn (eval prompts)."
     ),
 ) -> None:
-    """Check a dataset; print every problem as FILE:LINE: FIELD: message, or an OK count."""
-    loaded = load_examples(input, skip_invalid=True, require_assistant=not allow_no_assistant)
-    for e in loaded.errors:
-        print(f"ERROR: {e}", file=sys.stderr)
-    if loaded.errors:
-        print(f"{len(loaded.errors)} problem(s); {len(loaded.examples)} valid row(s)", file=sys.stderr)
+    """Check a dataset; print every problem as FILE:LINE: FIELD: message, or an OK count.
+
+    Reads one row at a time (memory does not grow with the file); at most 20 lines are printed
+    per kind of problem, the rest counted."""
+    stream = iter_examples(input, require_assistant=not allow_no_assistant, split=split)
+    n_valid = n_errors = 0
+    shown: dict[tuple[str, str, str], list[Any]] = {}  # kind -> [first error, count]
+    hints: list[str] = []
+    for _, item in stream:
+        if isinstance(item, ChatExample):
+            n_valid += 1
+            continue
+        for e in item:
+            n_errors += 1
+            seen = shown.setdefault(e.kind, [e, 0])
+            seen[1] += 1
+            if seen[1] <= ERRORS_PER_KIND:
+                print(f"ERROR: {e}", file=sys.stderr)
+            if e.hint and e.hint not in hints:
+                hints.append(e.hint)
+    cut = [(first, n - ERRORS_PER_KIND) for first, n in shown.values() if n > ERRORS_PER_KIND]
+    for first, more in cut:
+        like = "this" if len(cut) == 1 else f"{first.field}: {first.message}"
+        print(f"  … and {more} more like {like}", file=sys.stderr)
+    for h in hints:
+        print(f"hint: {h}", file=sys.stderr)
+    for w in stream.warnings:
+        print(f"WARNING: {stream.source}: {w}", file=sys.stderr)
+    if n_errors:
+        print(f"{n_errors} problem(s); {n_valid} valid row(s)", file=sys.stderr)
         raise typer.Exit(1)
     console.print(f"OK: {len(loaded.examples)} rows ({loaded.format})", highlight=False, soft_wrap=True)
