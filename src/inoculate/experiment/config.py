@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -53,7 +54,47 @@ from inoculate.experiment.yamlio import LineMap, load_yaml
 CONDITION_REF = "@condition"
 """An eval prompt whose value is this evaluates each condition under its own training prompt."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+"""Names of the experiment, conditions, metrics and eval prompts (matched whole: no newline)."""
+MAX_NAME = 64
+
+RESERVED_NAMES = frozenset(
+    {
+        "base",
+        "screen",
+        "figures",
+        "experiment.json",
+        "manifest.json",
+        "events.jsonl",
+        "summary.csv",
+        "per_seed.csv",
+        "report.md",
+    }
+)
+"""Top-level names of the run folder; a condition (a folder there) may not take one (any case)."""
+
+# Upper limits on sizes, so a typo fails at load instead of after the base model was built and
+# evaluated. Each fits a single 24 GB machine with room to spare; raise them here if you need more.
+MAX_SEEDS = 100
+MAX_SEED_VALUE = 2**32 - 1
+MAX_SAMPLES = 1000
+MAX_NEW_TOKENS = 32768
+MAX_ORGANISM_EXAMPLES = 1_000_000
+
+_HUB_ID = re.compile(r"(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""A Hugging Face hub id `org/name` (allowed without checking the hub: no network at load)."""
+
+
+def _at_most(limit: int, why: str) -> AfterValidator:
+    def check(v: int) -> int:
+        if v > limit:
+            raise ValueError(f"{v} is too large: at most {limit:,} ({why})")
+        return v
+
+    return AfterValidator(check)
+
+
+SeedValue = Annotated[int, Field(ge=0), _at_most(MAX_SEED_VALUE, "seeds are 32-bit")]
 
 
 class _Strict(BaseModel):
@@ -73,8 +114,12 @@ class OrganismModel(_Strict):
 
 class OrganismDataRef(_Strict):
     setting: str
-    n: int = Field(gt=0)
-    seed: int = 0
+    n: Annotated[
+        int,
+        Field(ge=1),
+        _at_most(MAX_ORGANISM_EXAMPLES, "the examples are built in memory; 24 GB holds about this many"),
+    ]
+    seed: SeedValue = 0
     split: str | None = None
     """Defaults to `train` for training data and `eval` for evaluation data."""
 
@@ -83,12 +128,26 @@ class OrganismData(_Strict):
     organism: OrganismDataRef
 
 
+class FileData(_Strict):
+    """A data file, folder or hub dataset with options: `{path: org/dataset, split: test}`."""
+
+    path: str
+    split: str | None = None
+    """The dataset split to read (a hub dataset or a parquet/csv/json file read as one)."""
+
+
 def _str_or_dict(v: Any) -> str | None:
     if isinstance(v, str):
         return "path"
     if isinstance(v, dict):
         return "organism"
     return None
+
+
+def _data_kind(v: Any) -> str | None:
+    if isinstance(v, dict) and "organism" not in v and "path" in v:
+        return "file"
+    return _str_or_dict(v)
 
 
 ModelSource = Annotated[
@@ -100,11 +159,13 @@ ModelSource = Annotated[
     ),
 ]
 DataSource = Annotated[
-    Annotated[str, Tag("path")] | Annotated[OrganismData, Tag("organism")],
+    Annotated[str, Tag("path")] | Annotated[FileData, Tag("file")] | Annotated[OrganismData, Tag("organism")],
     Discriminator(
-        _str_or_dict,
+        _data_kind,
         custom_error_type="data_source",
-        custom_error_message="expected a file or dataset path, or {organism: {setting: NAME, n: N}}",
+        custom_error_message=(
+            "expected a file or dataset path, {path: PATH, split: NAME}, or {organism: {setting: NAME, n: N}}"
+        ),
     ),
 ]
 
@@ -117,10 +178,18 @@ class DataSpec(_Strict):
 class SamplingSpec(_Strict):
     """Sampling at evaluation, all explicit; each cell samples with its own seed."""
 
-    temperature: float = Field(ge=0)
+    temperature: float = Field(ge=0, allow_inf_nan=False)
     top_p: float = Field(gt=0, le=1)
-    max_new_tokens: int = Field(gt=0)
-    n: int = Field(ge=1)
+    max_new_tokens: Annotated[
+        int,
+        Field(ge=1),
+        _at_most(MAX_NEW_TOKENS, "longer than common models' context; on 24 GB the cache would not fit"),
+    ]
+    n: Annotated[
+        int,
+        Field(ge=1),
+        _at_most(MAX_SAMPLES, "samples per eval row; every sample of every row is held in memory"),
+    ]
     stop: list[str] = Field(default_factory=list)
 
 
@@ -164,19 +233,27 @@ class ExperimentConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("use letters, digits, '_', '-' and '.', starting with a letter or digit")
+        msg = _bad_name("experiment", v)
+        if msg:
+            raise ValueError(msg)
         return v
 
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: int | list[int]) -> int | list[int]:
-        if isinstance(v, int):
-            if v < 1:
-                raise ValueError("must be at least 1")
-        else:
-            if not v:
-                raise ValueError("must list at least one seed")
+        n = v if isinstance(v, int) else len(v)
+        if n < 1:
+            raise ValueError(
+                f"{v}: must be at least 1" if isinstance(v, int) else "must list at least one seed"
+            )
+        if n > MAX_SEEDS:
+            raise ValueError(
+                f"{n} seeds is too many: at most {MAX_SEEDS} (each seed trains every condition once)"
+            )
+        if isinstance(v, list):
+            for s in v:
+                if not 0 <= s <= MAX_SEED_VALUE:
+                    raise ValueError(f"seed {s} is out of range: seeds are 0 to {MAX_SEED_VALUE:,} (32-bit)")
             if len(set(v)) != len(v):
                 raise ValueError("seeds must be distinct")
         return v
@@ -276,10 +353,13 @@ def parse_experiment(
     """Validate parsed YAML; raise `InputErrors` listing every problem with its line."""
     if not isinstance(data, dict):
         raise InputErrors.one(lines.file, 1, "<yaml>", "expected a mapping of experiment fields")
+    secrets = secret_errors(data, lines)
     try:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as e:
-        raise InputErrors(lines.from_validation(e)) from None
+        raise InputErrors(secrets + lines.from_validation(e)) from None
+    if secrets:
+        raise InputErrors(secrets)
     cfg._lines = lines
     cfg._base_dir = Path(base_dir)
     if check:
@@ -296,8 +376,10 @@ def load_experiment(path: str | os.PathLike[str], *, check: bool = True) -> Expe
 
 
 def _bad_name(kind: str, name: str) -> str | None:
-    if not _NAME.match(name):
-        return f"{kind} name {name!r}: use letters, digits, '_', '-' and '.'"
+    if not _NAME.fullmatch(name):
+        return f"{kind} name {name!r}: use letters, digits, '_', '-' and '.', starting with a letter or '_'"
+    if len(name) > MAX_NAME:
+        return f"{kind} name {name[:20]!r}...: at most {MAX_NAME} characters"
     return None
 
 
@@ -392,12 +474,133 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
 
     for source_name in ("train", "eval"):
         src = getattr(cfg.data, source_name)
+        where: tuple[str, ...] = ("data", source_name)
+        if isinstance(src, FileData):
+            src, where = src.path, (*where, "path")
         if isinstance(src, str):
             p = cfg.data_path(src)
-            if not p.exists() and not re.match(r"^(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+$", src):
-                errors.append(lm.error(("data", source_name), f"no such file or folder: {p}"))
+            if not p.exists() and not _HUB_ID.fullmatch(src):
+                errors.append(lm.error(where, f"no such file or folder: {p}"))
 
+    errors.extend(_model_errors(cfg))
+    errors.extend(_generation_errors(cfg))
+    errors.extend(_condition_folder_errors(cfg))
     errors.extend(_expect_errors(cfg))
+    return errors
+
+
+def _model_errors(cfg: ExperimentConfig) -> list[InputError]:
+    """A local model path must exist; anything else must look like a hub id (not looked up: no network)."""
+    if not isinstance(cfg.model, str):
+        return []
+    p = cfg.data_path(cfg.model)
+    if p.is_dir():
+        return []
+    if p.exists():
+        return [cfg.lines.error(("model",), f"{p} is a file; expected a model folder or a hub id ORG/NAME")]
+    if _HUB_ID.fullmatch(cfg.model) and not cfg.model.startswith("hf:"):
+        return []
+    return [
+        cfg.lines.error(("model",), f"no such model folder: {p} (and {cfg.model!r} is not a hub id ORG/NAME)")
+    ]
+
+
+def _generation_errors(cfg: ExperimentConfig) -> list[InputError]:
+    """The backend is registered and each option is one its constructor takes, of the right type."""
+    import typing
+
+    from pydantic import TypeAdapter
+
+    from inoculate.generate.base import INTERNAL_OPTIONS, backend_class, backend_options
+
+    lm = cfg.lines
+    name = cfg.generation.backend
+    try:
+        backend_class(name)
+        named, takes_any = backend_options(name)
+    except ValueError as e:
+        return [lm.error(("generation", "backend"), str(e))]
+    except ImportError as e:
+        return [lm.error(("generation", "backend"), f"backend {name!r} cannot be loaded: {e}")]
+    target = backend_class(name)
+    try:
+        hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
+    except Exception:  # annotations that only resolve under TYPE_CHECKING: check names only
+        hints = {}
+    errors: list[InputError] = []
+    known = ", ".join(sorted(named)) or "none"
+    for key, value in cfg.generation.options().items():
+        where = ("generation", key)
+        if key in INTERNAL_OPTIONS:
+            errors.append(lm.error(where, "set by the runner (the base model or each cell's adapter)"))
+        elif key not in named:
+            if not takes_any:
+                errors.append(lm.error(where, f"unknown option for backend {name!r} (known: {known})"))
+        elif key in hints:
+            try:
+                TypeAdapter(hints[key]).validate_python(value)
+            except ValidationError as e:
+                msg = e.errors(include_url=False)[0]["msg"]
+                errors.append(lm.error(where, f"{msg} (got {value!r})"))
+            except Exception:  # a type pydantic cannot check: leave it to the backend
+                pass
+    return errors
+
+
+def _condition_folder_errors(cfg: ExperimentConfig) -> list[InputError]:
+    """Each condition becomes the folder OUT/<name>: not one of the run folder's own names, and not
+    two names that differ only in case (the same folder on macOS and Windows)."""
+    lm = cfg.lines
+    errors: list[InputError] = []
+    seen: dict[str, str] = {}
+    for name in cfg.conditions:
+        folded = name.casefold()
+        if folded in RESERVED_NAMES:
+            reserved = ", ".join(sorted(RESERVED_NAMES))
+            errors.append(
+                lm.error(
+                    ("conditions", name), f"{name!r} is reserved in the run folder (reserved: {reserved})"
+                )
+            )
+        elif folded in seen:
+            errors.append(
+                lm.error(
+                    ("conditions", name),
+                    f"{name!r} and {seen[folded]!r} differ only in case (the same folder on some systems)",
+                )
+            )
+        seen.setdefault(folded, name)
+    return errors
+
+
+SECRET_KEYS = {"api_key": "OPENAI_API_KEY", "hf_token": "HF_TOKEN", "token": "HF_TOKEN"}
+"""Keys that would hold a secret -> the environment variable to use instead."""
+
+
+def secret_errors(data: Any, lines: LineMap, path: tuple[str, ...] = ()) -> list[InputError]:
+    """A secret written into the experiment YAML (it would be copied into experiment.json and every
+    cell's config.json) is refused, naming the environment variable to set instead."""
+    errors: list[InputError] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            sub = (*path, str(key))
+            k = str(key).lower()
+            env = SECRET_KEYS.get(k) or ("SECRET" if k.endswith(("_api_key", "password", "secret")) else None)
+            if env is not None and value not in (None, ""):
+                errors.append(
+                    lines.error(
+                        sub,
+                        f"do not write secrets in the experiment file; write `{k}_env: {env}` "
+                        f"(the variable's name) and export {env} (read when a request is sent)"
+                        if k == "api_key"
+                        else f"do not write secrets in the experiment file; export {env} instead",
+                    )
+                )
+            else:
+                errors.extend(secret_errors(value, lines, sub))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            errors.extend(secret_errors(item, lines, (*path, str(i))))
     return errors
 
 

@@ -44,6 +44,7 @@ from inoculate.experiment.cache import (
 from inoculate.experiment.config import (
     CONDITION_REF,
     ExperimentConfig,
+    FileData,
     OrganismData,
     OrganismModel,
     load_experiment,
@@ -110,9 +111,13 @@ def _load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
         return list(organism.make_examples(ref.setting, split, ref.n, ref.seed))
     from inoculate.formats import load_examples
 
+    split = None
+    if isinstance(src, FileData):
+        src, split = src.path, src.split
     path = cfg.data_path(src)
     target = str(path) if path.exists() else src
-    return load_examples(target, require_assistant=which == "train").examples
+    kwargs: dict[str, Any] = {} if split is None else {"split": split}
+    return load_examples(target, require_assistant=which == "train", **kwargs).examples
 
 
 def _base_model(

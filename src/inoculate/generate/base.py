@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -172,8 +173,8 @@ def available_backends() -> list[str]:
     return sorted(names)
 
 
-def get_backend(name: str, **kwargs: Any) -> Backend:
-    """Construct the backend registered as `name` (built-in, `@backend`, or an entry point)."""
+def backend_class(name: str) -> Callable[..., Backend]:
+    """The class (or factory) registered as `name`, without constructing it; ValueError if unknown."""
     if name not in _REGISTRY and name in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[name])
     if name not in _REGISTRY:
@@ -184,7 +185,29 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
         raise ValueError(
             f"unknown generation backend {name!r} (available: {', '.join(available_backends())})"
         )
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+INTERNAL_OPTIONS = frozenset({"self", "model", "adapter", "loaded"})
+"""Constructor arguments a caller sets (the model, the adapter, an already loaded model), not options."""
+
+
+def backend_options(name: str) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The options backend `name` accepts (its constructor's keyword arguments, less the model and
+    adapter) and whether it also takes arbitrary ones (`**kwargs`, as vllm's engine arguments)."""
+    target = backend_class(name)
+    params = inspect.signature(target.__init__ if isinstance(target, type) else target).parameters
+    named = {
+        k: p
+        for k, p in params.items()
+        if k not in INTERNAL_OPTIONS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+    return named, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def get_backend(name: str, **kwargs: Any) -> Backend:
+    """Construct the backend registered as `name` (built-in, `@backend`, or an entry point)."""
+    return backend_class(name)(**kwargs)
 
 
 def generate_examples(

@@ -50,7 +50,10 @@ class OpenAIHTTPBackend(Backend):
     ):
         super().__init__(model, adapter)
         self.base_url = base_url.rstrip("/")
-        self._api_key = api_key if api_key is not None else os.environ.get(api_key_env)
+        # The key is read from `api_key_env` when each request is sent, so it is never stored here
+        # (nor recorded in info()); an explicit `api_key` (Python use only) wins over the variable.
+        self._api_key = api_key
+        self.api_key_env = api_key_env
         self.concurrency = max(1, concurrency)
         self.timeout = timeout
         self.extra_body = dict(extra_body or {})
@@ -67,8 +70,9 @@ class OpenAIHTTPBackend(Backend):
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+        key = self._api_key if self._api_key is not None else os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         req = urllib.request.Request(
             self.base_url + path, data=json.dumps(body).encode(), headers=headers, method="POST"
         )
