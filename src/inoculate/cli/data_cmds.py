@@ -83,6 +83,14 @@ def apply_cmd(
         help="Drop bad rows, reporting them in OUT.errors.jsonl, instead of aborting.",
     ),
     output_format: str = typer.Option("chat", "--output-format", help="chat or prompt-completion (TRL)."),
+    allow_empty: bool = typer.Option(
+        False,
+        "--allow-empty",
+        help="Accept a selection that inoculates no row (by default it is an error, with the values seen).",
+    ),
+    regex_timeout: float | None = typer.Option(
+        None, "--regex-timeout", help="Seconds one --regex search may take on one message (default 1)."
+    ),
 ) -> None:
     """Insert an inoculation prompt into the selected rows; write OUT and OUT.manifest.json."""
     fmt = _check_format(output_format)
@@ -99,6 +107,8 @@ def apply_cmd(
         "template": _unescape(template),
         "separator": _unescape(separator),
         "user_turn": user_turn,
+        "allow_empty": True if allow_empty else None,
+        "regex_timeout": regex_timeout,
     }
     spec = load_spec(config, overrides)
     m = apply_file(input, output, spec, skip_invalid=skip_invalid, output_format=fmt)
@@ -110,6 +120,13 @@ def apply_cmd(
     for i, (text, n) in enumerate(m.counts_per_prompt.items()):
         table.add_row(str(i), text, str(n))
     console.print(table)
+    if m.n_replaced_system:
+        console.print(
+            f"replaced the system prompt of {m.n_replaced_system} row(s); the old text is kept in "
+            "metadata.inoculation.replaced_system (neutralize --keep-system gives it back)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if m.n_skipped_invalid:
         print(
             f"skipped {m.n_skipped_invalid} invalid row(s); see {errors_path_for(output)}",
