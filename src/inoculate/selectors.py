@@ -451,14 +451,14 @@ class FieldTally:
 class RegexTimeoutError(ValueError):
     """A regex search ran past its time limit (typically catastrophic backtracking)."""
 
-    def __init__(self, pattern: str, timeout: float, where: str = ""):
+    def __init__(self, pattern: str, timeout: float, where: str = "", knob: str = "the limit"):
         self.pattern = pattern
         self.timeout = timeout
         self.where = where
         at = f" on {where}" if where else ""
         super().__init__(
             f"regex {pattern!r} ran past its time limit of {timeout:g} s{at} (catastrophic backtracking?); "
-            "simplify the pattern (avoid nested repeats such as (a|a)+) or raise the limit"
+            f"simplify the pattern (avoid nested repeats such as (a|a)+) or raise {knob}"
         )
 
 
@@ -489,7 +489,10 @@ class RegexSelector:
                     return True
             except RegexTimeoutError:
                 raise RegexTimeoutError(
-                    self.pattern.pattern, self.timeout, f"messages[{i}].content of id {example.id!r}"
+                    self.pattern.pattern,
+                    self.timeout,
+                    f"messages[{i}].content of id {example.id!r}",
+                    "regex_timeout (--regex-timeout)",
                 ) from None
         return False
 

@@ -152,15 +152,44 @@ def all_caps(arg: str | None = None) -> ScoreFn:
     return binary
 
 
+def regex_timeout() -> float:
+    """Seconds one `regex:` search may take on one completion: `INOCULATE_REGEX_TIMEOUT`, default 1."""
+    import os
+
+    from inoculate.selectors import DEFAULT_REGEX_TIMEOUT
+
+    raw = os.environ.get("INOCULATE_REGEX_TIMEOUT")
+    if raw is None or not raw.strip():
+        return DEFAULT_REGEX_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or math.isinf(value):
+        raise ScorerError(f"INOCULATE_REGEX_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 @scorer("regex", description="1 if the completion matches PATTERN (re.search; inline flags like (?i) work)")
 def regex(arg: str | None = None) -> ScoreFn:
+    from inoculate.selectors import RegexTimeoutError, SelectorError, compile_regex, search_with_timeout
+
     if not arg:
         raise ScorerError("regex needs a pattern: regex:PATTERN")
     try:
-        pattern = re.compile(arg)
-    except re.error as e:
-        raise ScorerError(f"regex: invalid pattern {arg!r}: {e}") from None
-    return lambda prompt, completion: float(pattern.search(completion) is not None)
+        pattern = compile_regex(arg)
+    except SelectorError as e:
+        raise ScorerError(f"regex: invalid pattern {arg!r}: {e.message} at position {e.column - 1}") from None
+    limit = regex_timeout()
+
+    def score(prompt: str, completion: str) -> float:
+        try:
+            return float(search_with_timeout(pattern, completion, limit))
+        except RegexTimeoutError as e:
+            where = f"a completion of {len(completion):,} characters"
+            raise RegexTimeoutError(arg, limit, where, "INOCULATE_REGEX_TIMEOUT") from e
+
+    return score
 
 
 @scorer("keyword", description="1 if any of the comma-separated words occurs (case-insensitive, whole words)")
