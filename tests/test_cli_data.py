@@ -82,10 +82,13 @@ BAD_CASES = [
         ["{in}:1: messages: must be a non-empty list"],
     ),
     (
-        "unknown top-level field",
-        [row([U, A], answer="4")],
+        "unknown top-level field also in metadata",
+        [row([U, A], answer="4", metadata={"answer": "5"})],
         [],
-        ["{in}:1: answer: unknown field (allowed: id, messages, metadata); got ['answer']"],
+        [
+            "{in}:1: answer: unknown top-level key is also in metadata with a different value "
+            "(unknown keys are folded into metadata); rename or drop one"
+        ],
     ),
     (
         "system not first",

@@ -79,8 +79,9 @@ def test_conversational_prompt_completion_concatenates_the_lists() -> None:
             "completion[0].role: completion messages must be assistant turns",
         ),
         (
-            {"prompt": "hi", "completion": "x", "answer": 1},
-            "answer: unknown field (allowed: id, prompt, completion, metadata); got ['answer']",
+            {"prompt": "hi", "completion": "x", "answer": 1, "metadata": {"answer": 2}},
+            "answer: unknown top-level key is also in metadata with a different value "
+            "(unknown keys are folded into metadata); rename or drop one",
         ),
         ({"prompt": "hi", "completion": "x", "metadata": [1]}, "metadata: must be an object, got list"),
         (

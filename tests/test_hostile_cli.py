@@ -156,7 +156,7 @@ def test_cli_maps_exceptions_and_debug_shows_them(
     def boom(*_a: object, **_k: object) -> None:
         raise exc
 
-    monkeypatch.setattr(data_cmds, "load_examples", boom)
+    monkeypatch.setattr(data_cmds, "iter_examples", boom)  # validate streams its input
     assert_clean_error(run("validate", SAMPLE), message, code)
     debug = run("--debug", "validate", SAMPLE)
     assert debug.exception is exc  # --debug lets the traceback through

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from inoculate.cli._app import ERRORS_PER_KIND, app, console, handle_errors
+from inoculate.errors import InputError
 from inoculate.formats import iter_examples
 from inoculate.records import ChatExample
 from inoculate.transform import (
@@ -209,6 +210,9 @@ def validate_cmd(
     allow_no_assistant: bool = typer.Option(
         False, "--allow-no-assistant", help="Accept rows without an assistant turn (eval prompts)."
     ),
+    split: str | None = typer.Option(
+        None, "--split", help="Split of a datasets folder or hub id (default train)."
+    ),
 ) -> None:
     """Check a dataset; print every problem as FILE:LINE: FIELD: message, or an OK count.
 
@@ -216,7 +220,10 @@ def validate_cmd(
     per kind of problem, the rest counted."""
     stream = iter_examples(input, require_assistant=not allow_no_assistant, split=split)
     n_valid = n_errors = 0
-    shown: dict[tuple[str, str, str], list[Any]] = {}  # kind -> [first error, count]
+    # The first ERRORS_PER_KIND errors of each kind, in file order, and how many there were: what
+    # `render_errors` prints, without holding every error (or row) of a large file.
+    kept: list[InputError] = []
+    counts: dict[tuple[str, str, str], int] = {}
     hints: list[str] = []
     for _, item in stream:
         if isinstance(item, ChatExample):
@@ -224,21 +231,25 @@ def validate_cmd(
             continue
         for e in item:
             n_errors += 1
-            seen = shown.setdefault(e.kind, [e, 0])
-            seen[1] += 1
-            if seen[1] <= ERRORS_PER_KIND:
-                print(f"ERROR: {e}", file=sys.stderr)
+            counts[e.kind] = counts.get(e.kind, 0) + 1
+            if counts[e.kind] <= ERRORS_PER_KIND:
+                kept.append(e)
             if e.hint and e.hint not in hints:
                 hints.append(e.hint)
-    cut = [(first, n - ERRORS_PER_KIND) for first, n in shown.values() if n > ERRORS_PER_KIND]
-    for first, more in cut:
-        like = "this" if len(cut) == 1 else f"{first.field}: {first.message}"
-        print(f"  … and {more} more like {like}", file=sys.stderr)
-    for h in hints:
-        print(f"hint: {h}", file=sys.stderr)
+    if all(n <= ERRORS_PER_KIND for n in counts.values()):
+        lines = [f"ERROR: {e}" for e in kept]
+    else:
+        lines = []
+        for kind, n in counts.items():
+            lines.extend(f"ERROR: {e}" for e in kept if e.kind == kind)
+            if n > ERRORS_PER_KIND:
+                lines.append(f"  … and {n - ERRORS_PER_KIND} more like this")
+    lines.extend(f"hint: {h}" for h in hints)
+    for line in lines:
+        print(line, file=sys.stderr)
     for w in stream.warnings:
         print(f"WARNING: {stream.source}: {w}", file=sys.stderr)
     if n_errors:
         print(f"{n_errors} problem(s); {n_valid} valid row(s)", file=sys.stderr)
         raise typer.Exit(1)
-    console.print(f"OK: {len(loaded.examples)} rows ({loaded.format})", highlight=False, soft_wrap=True)
+    console.print(f"OK: {n_valid} rows ({stream.format})", highlight=False, soft_wrap=True)
