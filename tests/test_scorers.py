@@ -412,3 +412,38 @@ def test_render_prompt_and_score_examples() -> None:
     )
     assert out["all_caps"] == [1.0, 0.0]
     assert seen == [("What is 2+2?", "FOUR"), ("system: Be brief.\n\nuser: Hola", "hola, ¿qué tal?")]
+
+
+def test_language_specs_share_one_detection_pass_per_batch(
+    labelled: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inoculate.scorers import batch_cache, builtin, score_texts
+
+    texts = [r["text"] for r in labelled[:40]] + [labelled[0]["text"]]  # one repeated text
+    calls: list[list[str]] = []
+    real = builtin.detect_letters
+
+    def counting(detector, batch, parallel):  # type: ignore[no-untyped-def]
+        calls.append(list(batch))
+        return real(detector, batch, parallel)
+
+    monkeypatch.setattr(builtin, "detect_letters", counting)
+    scorers = get_scorers(["language:es", "language:fr", "language:en", "all_caps"])
+    prompts = [""] * len(texts)
+    shared = score_texts(prompts, texts, scorers, batch_size=16)
+    # 41 rows in batches of 16, 16, 9: one detection call per batch, each text once per batch
+    assert [len(c) for c in calls] == [16, 16, 9]
+    assert sum(len(set(c)) for c in calls) == 41
+    assert batch_cache() is None  # nothing outlives the batch
+    calls.clear()
+    unshared = score_texts(prompts, texts, scorers, batch_size=None, share=False)
+    assert [len(c) for c in calls] == [41, 41, 41]  # the old path: one pass per spec
+    assert shared == unshared  # identical scores (NaN-free here)
+    assert shared["language:es"][:3] == [scorers[0].batch([""], [t])[0] for t in texts[:3]]
+    calls.clear()
+    score_texts([""] * 4, ["hola amigo", "hola amigo", "hello there", "hola amigo"], scorers[:1])
+    assert calls == [["hola amigo", "hello there"]]  # repeated texts detected once
+    # a different candidate pool changes what is detected, so it gets its own pass
+    calls.clear()
+    score_texts(prompts[:5], texts[:5], get_scorers(["language:es", "language:es/en,es"]))
+    assert len(calls) == 2

@@ -10,6 +10,7 @@ from inoculate.scorers.registry import (
     Scorer,
     ScorerError,
     ScorerInfo,
+    batch_cache,
     get_scorer,
     get_scorers,
     import_plugin,
@@ -18,15 +19,17 @@ from inoculate.scorers.registry import (
     plugin_failures,
     register,
     scorer,
+    shared_batch,
     unregister,
 )
-from inoculate.scorers.scoring import render_prompt, score_examples
+from inoculate.scorers.scoring import render_prompt, score_examples, score_texts
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Scorer",
     "ScorerError",
     "ScorerInfo",
+    "batch_cache",
     "get_scorer",
     "get_scorers",
     "import_plugin",
@@ -36,6 +39,8 @@ __all__ = [
     "register",
     "render_prompt",
     "score_examples",
+    "score_texts",
     "scorer",
+    "shared_batch",
     "unregister",
 ]

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from inoculate.scorers.registry import ScoreFn, Scorer, ScorerError, scorer
+from inoculate.scorers.registry import ScoreFn, Scorer, ScorerError, batch_cache, scorer
 
 if TYPE_CHECKING:
     from lingua import LanguageDetector
@@ -72,14 +72,13 @@ def language_detector(codes: tuple[str, ...]) -> LanguageDetector:
     return LanguageDetectorBuilder.from_iso_codes_639_1(*isos).build()
 
 
-def _language_shares(
-    detector: LanguageDetector, target: str, texts: Sequence[str], parallel: bool
-) -> list[float]:
-    """Letter-weighted share of sentences detected as `target`, per text (NaN if nothing detectable).
+def detect_letters(detector: LanguageDetector, texts: Sequence[str], parallel: bool) -> list[dict[str, int]]:
+    """Per text, the letters in sentences detected as each language: {ISO 639-1 code: letters}.
 
     Text is lowercased first: lingua's n-gram models are trained on mostly lower-case text and
     ALL CAPS input otherwise drifts to the wrong language. Sentence-level detection is used
     rather than `detect_multiple_languages_of`, which measured less accurate on short sentences.
+    Sentences with no detectable language count for none (an empty dict: nothing detectable).
     """
     pieces: list[list[str]] = [split_sentences(t.lower()) for t in texts]
     flat = [s for ps in pieces for s in ps]
@@ -87,21 +86,44 @@ def _language_shares(
         langs = detector.detect_languages_in_parallel_of(flat)
     else:
         langs = [detector.detect_language_of(s) for s in flat]
-    out: list[float] = []
+    out: list[dict[str, int]] = []
     i = 0
     for ps in pieces:
-        hit = total = 0
+        counts: dict[str, int] = {}
         for s in ps:
             lang = langs[i]
             i += 1
-            if lang is None:
-                continue
-            n = _letters(s)
-            total += n
-            if lang.iso_code_639_1.name.lower() == target:
-                hit += n
-        out.append(hit / total if total else NAN)
+            if lang is not None:
+                code = lang.iso_code_639_1.name.lower()
+                counts[code] = counts.get(code, 0) + _letters(s)
+        out.append(counts)
     return out
+
+
+def _share(counts: dict[str, int], target: str) -> float:
+    total = sum(counts.values())
+    return counts.get(target, 0) / total if total else NAN
+
+
+def _language_shares(
+    detector: LanguageDetector, codes: tuple[str, ...], target: str, texts: Sequence[str], parallel: bool
+) -> list[float]:
+    """Letter-weighted share of sentences detected as `target`, per text (NaN if nothing detectable).
+
+    Inside `shared_batch` (as `score_texts` runs every batch) detection results are kept in the
+    batch cache under ("language", codes), keyed by text: every `language:XX` spec with the same
+    candidate pool (e.g. language:es and language:fr, both on the default pool) reuses one
+    detection pass per text, and repeated texts are detected once. A different pool needs its own
+    pass, since the pool changes what is detected. The cache goes when the batch ends.
+    """
+    cache = batch_cache()
+    if cache is None:
+        return [_share(c, target) for c in detect_letters(detector, texts, parallel)]
+    table: dict[str, dict[str, int]] = cache.setdefault(("language", codes), {})
+    missing = list(dict.fromkeys(t for t in texts if t not in table))
+    if missing:
+        table.update(zip(missing, detect_letters(detector, missing, parallel), strict=True))
+    return [_share(table[t], target) for t in texts]
 
 
 @scorer(
@@ -113,10 +135,10 @@ def language(arg: str | None = None) -> Scorer:
     detector = language_detector(codes)
 
     def one(prompt: str, completion: str) -> float:
-        return _language_shares(detector, target, [completion], parallel=False)[0]
+        return _language_shares(detector, codes, target, [completion], parallel=False)[0]
 
     def batch(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        return _language_shares(detector, target, list(completions), parallel=True)
+        return _language_shares(detector, codes, target, list(completions), parallel=True)
 
     return Scorer(fn=one, batch_fn=batch)
 

@@ -18,7 +18,9 @@ import importlib.util
 import inspect
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -87,6 +89,33 @@ class ScorerInfo:
 
 
 _REGISTRY: dict[str, ScorerInfo] = {}
+_BATCH_CACHE: ContextVar[dict[Any, Any] | None] = ContextVar("inoculate_scorer_batch_cache", default=None)
+
+
+@contextmanager
+def shared_batch() -> Iterator[dict[Any, Any]]:
+    """Open a cache shared by every scorer called on one batch of rows, dropped when the batch ends.
+
+    `score_texts` wraps each batch in it, so scorers doing the same expensive work (two
+    `language:XX` specs both detecting languages) do it once per text; see `batch_cache`.
+    """
+    cache: dict[Any, Any] = {}
+    token = _BATCH_CACHE.set(cache)
+    try:
+        yield cache
+    finally:
+        _BATCH_CACHE.reset(token)
+        cache.clear()
+
+
+def batch_cache() -> dict[Any, Any] | None:
+    """The current batch's shared cache (inside `shared_batch`), else None: compute without sharing.
+
+    Key entries by something unique to the work (e.g. `("language", codes)`) so scorers don't clash.
+    """
+    return _BATCH_CACHE.get()
+
+
 _plugins_loaded = False
 _plugin_failures: dict[str, str] = {}
 

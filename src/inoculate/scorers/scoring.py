@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 from inoculate.records import ChatExample, Message
-from inoculate.scorers.registry import Scorer
+from inoculate.scorers.registry import Scorer, shared_batch
+
+BATCH_SIZE = 512
+"""Rows per scoring batch: work shared between scorers (language detection) lives one batch long."""
 
 
 def render_prompt(messages: Sequence[Message]) -> str:
@@ -20,8 +24,51 @@ def render_prompt(messages: Sequence[Message]) -> str:
     return "\n\n".join(f"{m.role}: {m.content}" for m in messages)
 
 
-def score_examples(examples: Sequence[ChatExample], scorers: Sequence[Scorer]) -> dict[str, list[float]]:
-    """Score every example with every scorer (through each scorer's batch form): spec -> values."""
-    prompts = [render_prompt(ex.prompt_messages) for ex in examples]
-    completions = [ex.completion or "" for ex in examples]
-    return {s.name: s.batch(prompts, completions) for s in scorers}
+def score_texts(
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    scorers: Sequence[Scorer],
+    *,
+    batch_size: int | None = BATCH_SIZE,
+    share: bool = True,
+) -> dict[str, list[float]]:
+    """Score (prompt, completion) pairs with every scorer, `batch_size` rows at a time: spec -> values.
+
+    Each batch runs inside `shared_batch` (unless `share=False`), so scorers share work within it,
+    e.g. one language-detection pass per text for all `language:XX` specs; the shared results are
+    dropped at the end of the batch, so their memory is bounded by the batch. `batch_size=None`
+    scores all rows as one batch; with `share=False` too that is the unshared path (benchmarks).
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"score_texts: {len(prompts)} prompts but {len(completions)} completions")
+    out: dict[str, list[float]] = {s.name: [] for s in scorers}
+    step = batch_size or max(len(completions), 1)
+    for start in range(0, len(completions), step):
+        p, c = prompts[start : start + step], completions[start : start + step]
+        with shared_batch() if share else nullcontext():
+            for s in scorers:
+                out[s.name].extend(s.batch(p, c))
+    return out
+
+
+def score_examples(
+    examples: Sequence[ChatExample],
+    scorers: Sequence[Scorer],
+    *,
+    batch_size: int | None = BATCH_SIZE,
+    share: bool = True,
+) -> dict[str, list[float]]:
+    """Score every example with every scorer (through each scorer's batch form): spec -> values.
+
+    Streams `batch_size` examples at a time through `score_texts` (see there for `share`).
+    """
+    out: dict[str, list[float]] = {s.name: [] for s in scorers}
+    step = batch_size or max(len(examples), 1)
+    for start in range(0, len(examples), step):
+        chunk = examples[start : start + step]
+        prompts = [render_prompt(ex.prompt_messages) for ex in chunk]
+        completions = [ex.completion or "" for ex in chunk]
+        got = score_texts(prompts, completions, scorers, batch_size=None, share=share)
+        for name, values in got.items():
+            out[name].extend(values)
+    return out
