@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -107,15 +108,37 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         fh.write(text)
 
 
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """`json.dumps` that writes strict JSON (RFC 8259): a NaN or infinite float (an unscorable row,
+    a diverged loss) is written as null, never as the invalid `NaN`/`Infinity`; readers in `report`
+    read null back as NaN. Strings with lone surrogates fail at encoding, as before."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError:  # only non-finite floats make allow_nan=False fail: convert them and retry
+        return json.dumps(nan_to_null(obj), allow_nan=False, **kwargs)
+
+
+def nan_to_null(obj: Any) -> Any:
+    """`obj` with every NaN/infinite float (in dicts, lists and tuples) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_null(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    write_text_atomic(path, dumps_strict(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
 def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSONL atomically (strict JSON: see `dumps_strict`); returns the number written."""
     n = 0
     with atomic_open(path) as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(dumps_strict(row, ensure_ascii=False) + "\n")
             n += 1
     return n
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inoculate.errors import NO_ASSISTANT_HINT, SHAPES_HINT, InputError, InputErrors, not_utf8
-from inoculate.fileio import sha256_file, write_jsonl_atomic
+from inoculate.fileio import dumps_strict, sha256_file, write_jsonl_atomic
 from inoculate.records import (
     MAX_DEPTH,
     ROW_FIELDS,
@@ -605,7 +605,7 @@ def write_prompt_completion_jsonl(
 
 def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
     """The exact text the JSONL writers produce, for hashing before writing."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return "".join(dumps_strict(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def source_sha256(

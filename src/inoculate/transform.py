@@ -702,6 +702,7 @@ def apply_file(
     *,
     skip_invalid: bool = False,
     output_format: OutputFormat = "chat",
+    split: str | None = None,
 ) -> Manifest:
     """Read, transform, and write OUT plus `OUT.manifest.json` (and `OUT.errors.jsonl` if rows were skipped).
 
@@ -710,7 +711,7 @@ def apply_file(
     `prompt-completion` output one pass to choose the style. Nothing is written unless the whole run
     succeeds; each file is written atomically.
     """
-    stream = iter_examples(in_path)
+    stream = iter_examples(in_path, split=split)  # split: of a datasets source (default train)
     source = stream.source
     skipped: list[InputError] = []
 

@@ -92,6 +92,9 @@ def apply_cmd(
     regex_timeout: float | None = typer.Option(
         None, "--regex-timeout", help="Seconds one --regex search may take on one message (default 1)."
     ),
+    split: str | None = typer.Option(
+        None, "--split", help="Split of a datasets folder or hub id (default train)."
+    ),
 ) -> None:
     """Insert an inoculation prompt into the selected rows; write OUT and OUT.manifest.json."""
     fmt = _check_format(output_format)
@@ -112,7 +115,7 @@ def apply_cmd(
         "regex_timeout": regex_timeout,
     }
     spec = load_spec(config, overrides)
-    m = apply_file(input, output, spec, skip_invalid=skip_invalid, output_format=fmt)
+    m = apply_file(input, output, spec, skip_invalid=skip_invalid, output_format=fmt, split=split)
 
     table = Table(title=f"inoculated {m.n_inoculated} of {m.n_rows} rows ({m.placement})")
     table.add_column("#", justify="right")

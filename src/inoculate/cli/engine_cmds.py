@@ -81,6 +81,9 @@ def train_cmd(
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="Skip bad rows (listed on stderr); fails if none is left."
     ),
+    split: str | None = typer.Option(
+        None, "--split", help="Split of a datasets folder or hub id (default train)."
+    ),
 ) -> None:
     import sys
 
@@ -111,7 +114,7 @@ def train_cmd(
         cfg = TrainConfig(**options, output_dir=str(output), extra=extra)
     except ValidationError as e:
         raise UserError(_validation_message(e)) from None
-    examples, errors = read_examples(data, skip_invalid=skip_invalid)
+    examples, errors = read_examples(data, skip_invalid=skip_invalid, split=split)
     if errors:
         if not examples:
             what = f"no valid row left to train on: all {len(errors)} problem(s) above"

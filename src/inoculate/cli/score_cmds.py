@@ -65,6 +65,9 @@ def score(
         None, "-o", "--output", help='Write per-row scores as JSONL: {"id", "scores": {spec: value}}.'
     ),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad rows (listed on stderr)."),
+    split: str | None = typer.Option(
+        None, "--split", help="Split of a datasets folder or hub id (default train)."
+    ),
     plugin: list[str] = typer.Option(
         [], "--plugin", help="Import a module or .py file that registers scorers; repeatable."
     ),
@@ -80,9 +83,11 @@ def score(
     for target in plugin:
         import_plugin(target)
     scorers = get_scorers(scorer)
-    loaded = load_examples(path, skip_invalid=skip_invalid)
+    loaded = load_examples(path, skip_invalid=skip_invalid, split=split)
     for err in loaded.errors:
         print(f"SKIPPED: {err}", file=sys.stderr)
+    for w in loaded.warnings:
+        print(f"WARNING: {loaded.source}: {w}", file=sys.stderr)
     if not loaded.examples:
         raise InputErrors.one(str(path), 0, "<file>", "no examples to score")
     seeds = _seeds(loaded)
