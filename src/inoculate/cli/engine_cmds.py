@@ -195,8 +195,14 @@ def generate_cmd(
 @app.command("serve")
 @handle_errors
 def serve_cmd(
-    model: str = typer.Argument(..., metavar="MODEL", help="Model: hub id or local path."),
+    model_arg: str | None = typer.Argument(None, metavar="MODEL", help="Model: hub id or local path."),
+    model_opt: str | None = typer.Option(None, "--model", "-m", help="Model (instead of MODEL)."),
     adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter dir."),
+    lora_module: list[str] | None = typer.Option(
+        None,
+        "--lora-module",
+        help="NAME=PATH: serve the adapter at PATH as model NAME (repeatable); loaded on first request.",
+    ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     served_name: str | None = typer.Option(None, "--served-name", help="Model name clients use."),
@@ -204,17 +210,37 @@ def serve_cmd(
     device: str | None = typer.Option(None, "--device"),
     dtype: str | None = typer.Option(None, "--dtype"),
     batch_size: int = typer.Option(32, "--batch-size"),
+    max_request_bytes: int = typer.Option(1_000_000, "--max-request-bytes", help="Body size cap (413)."),
+    max_n: int = typer.Option(16, "--max-n", help="Cap on a request's n (400 above)."),
+    max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit", help="Cap on max_tokens (400 above)."),
+    request_timeout: float = typer.Option(30.0, "--request-timeout", help="Socket timeout, seconds."),
 ) -> None:
     """Serve MODEL over the OpenAI chat-completions API (local use and tests; not for production)."""
     from inoculate.generate.hf import HFBackend
-    from inoculate.generate.server import make_server
+    from inoculate.generate.server import Limits, make_server
 
+    if (model_arg is None) == (model_opt is None):
+        raise UserError("give the model once: as MODEL or as --model")
+    model = model_arg or model_opt
+    assert model is not None
+    adapters: dict[str, str] = {}
+    for spec in lora_module or []:
+        name, eq, path = (part.strip() for part in spec.partition("="))
+        if not eq or not name or not path:
+            raise UserError(f"--lora-module {spec!r}: expected NAME=PATH")
+        if name in adapters:
+            raise UserError(f"--lora-module {name}: given twice")
+        adapters[name] = path
+    limits = Limits(
+        max_body_bytes=max_request_bytes, max_n=max_n, max_tokens=max_tokens_limit, timeout_s=request_timeout
+    )
     be = HFBackend(
         model, adapter, chat_template=chat_template, device=device, dtype=dtype, batch_size=batch_size
     )
-    server = make_server(be, host, port, served_name)
+    server = make_server(be, host, port, served_name, adapters=adapters, limits=limits)
     h, p = server.server_address[:2]
-    print(f"serving {served_name or adapter or model} on http://{h}:{p}/v1", flush=True)
+    names = ", ".join([served_name or adapter or model, *adapters])
+    print(f"serving {names} on http://{h}:{p}/v1", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

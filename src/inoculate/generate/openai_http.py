@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inoculate.generate.base import Backend, Completion, SamplingParams, backend, truncate_at_stop
-from inoculate.models import load_tokenizer, render
+from inoculate.models import is_adapter_dir, load_tokenizer, render
 from inoculate.models import seen_system_prompt as _seen_system_prompt
 from inoculate.records import Message
 
@@ -32,7 +32,13 @@ class ServerError(RuntimeError):
 @backend("openai_http")
 class OpenAIHTTPBackend(Backend):
     """`model` is the served model name; with `adapter` (a served adapter name: vLLM serves LoRA
-    adapters under the names given to `--lora-modules NAME=PATH`), requests name the adapter."""
+    adapters under the names given to `--lora-modules NAME=PATH`, `inoculate serve` under
+    `--lora-module NAME=PATH`), requests name the adapter.
+
+    `adapter` may instead be a local adapter directory (as `inoculate run` passes a trained cell's) when
+    `adapter_name` gives the name it is served under; the directory is then recorded as the adapter
+    and the name is what requests ask for. `inoculate run` names a cell's adapter
+    `<condition>-seed<k>` (`experiment.runner.served_adapter_name`)."""
 
     def __init__(
         self,
@@ -47,8 +53,18 @@ class OpenAIHTTPBackend(Backend):
         concurrency: int = 8,
         timeout: float = 600.0,
         extra_body: dict[str, Any] | None = None,
+        adapter_name: str | None = None,
     ):
         super().__init__(model, adapter)
+        if adapter_name is not None and adapter is None:
+            raise ValueError("adapter_name names a served adapter: give the adapter too")
+        if adapter_name is None and adapter is not None and is_adapter_dir(adapter):
+            raise ValueError(
+                f"adapter {adapter} is a local adapter directory, but an HTTP server is asked for models by "
+                "name: serve it under a name (inoculate serve --lora-module NAME=PATH, or vllm serve "
+                "--lora-modules NAME=PATH) and pass that name as the adapter (or as adapter_name)"
+            )
+        self.served_model = adapter_name or self.adapter or self.model_name
         self.base_url = base_url.rstrip("/")
         # The key is read from `api_key_env` when each request is sent, so it is never stored here
         # (nor recorded in info()); an explicit `api_key` (Python use only) wins over the variable.
@@ -60,7 +76,7 @@ class OpenAIHTTPBackend(Backend):
         self.tokenizer = load_tokenizer(tokenizer, chat_template=chat_template) if tokenizer else None
 
     def info(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "extra_body": self.extra_body}
+        return {"base_url": self.base_url, "extra_body": self.extra_body, "served_model": self.served_model}
 
     def rendered_prompt(self, messages: Sequence[Message]) -> str | None:
         return render(self.tokenizer, messages, add_generation_prompt=True) if self.tokenizer else None
@@ -87,7 +103,7 @@ class OpenAIHTTPBackend(Backend):
 
     def _one(self, messages: list[Message], seed: int, params: SamplingParams) -> Completion:
         body: dict[str, Any] = {
-            "model": self.adapter or self.model_name,
+            "model": self.served_model,
             "messages": [m.model_dump() for m in messages],
             "temperature": params.temperature,
             "top_p": params.top_p,
