@@ -299,3 +299,80 @@ def test_json_lines_in_a_dot_json_file_still_read_as_jsonl(tmp_path: Path) -> No
     row = {"id": "a", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
     p = write_lines(tmp_path / "rows.json", [json.dumps(row), json.dumps({**row, "id": "b"})])
     assert [ex.id for ex in read_examples(p)[0]] == ["a", "b"]
+
+
+# --- real published files (../shared/data; skipped where absent) -------------------------------
+
+WICHERS_CHAT = [
+    "wichers/task_train_only_user_ans1000.jsonl",
+    "wichers/task_train_only_user_ans1000_mixwrong.jsonl",
+    "wichers/task_test.jsonl",
+    "wichers/ood_test.jsonl",
+    "samples/wichers_gcd_mixwrong_head40.jsonl",
+]
+
+
+@pytest.mark.parametrize("name", WICHERS_CHAT)
+def test_real_rows_with_extra_keys_fold_into_metadata(shared_data: Path, name: str) -> None:
+    path = shared_data / name
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    loaded = load_examples(path)
+    assert len(loaded.examples) == len(raw) and not loaded.errors
+    extras = [k for k in raw[0] if k != "messages"]
+    for ex, row in zip(loaded.examples, raw, strict=True):
+        assert {k: ex.metadata[k] for k in row if k != "messages"} == {
+            k: row[k] for k in row if k != "messages"
+        }
+    (warning,) = loaded.warnings
+    assert warning.startswith(
+        f"folded {len({k for r in raw for k in r} - {'messages'})} unknown top-level key(s)"
+    )
+    assert f"in {len(raw):,} row(s): " in warning and all(k in warning for k in extras)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *WICHERS_CHAT[2:],
+        "em/insecure_small.jsonl",
+        "wichers/chatgpt_concepts_cf_cebab_ambiance_explicit.jsonl",
+    ],
+)
+def test_real_file_same_verdict_alone_and_in_a_datasets_folder(
+    shared_data: Path, tmp_path: Path, name: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pytest.importorskip("datasets")
+    path = shared_data / name
+    folder = tmp_path / "ds" / "data"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_bytes(path.read_bytes())  # a datasets data-file layout
+    alone = load_examples(path, skip_invalid=True)
+    inside = load_examples(tmp_path / "ds", skip_invalid=True, split="train")
+    assert len(alone.examples) == len(inside.examples) and len(alone.errors) == len(inside.errors)
+    assert [(e.line, e.field, e.message) for e in alone.errors] == [
+        (e.line, e.field, e.message) for e in inside.errors
+    ]
+    assert [ex.to_json() for ex in alone.examples] == [ex.to_json() for ex in inside.examples]
+    assert alone.warnings == inside.warnings
+    with pytest.raises(InputErrors) as e:
+        load_examples(tmp_path / "ds", split="test")
+    assert str(e.value.errors[0]) == f"{tmp_path / 'ds'}:0: <split>: no split 'test' (has: train)"
+
+
+def test_real_sample_with_weight_name_and_developer(shared_data: Path, tmp_path: Path) -> None:
+    """No published file here uses weight/name/developer: add them to a real Wichers row."""
+    row = json.loads(
+        (shared_data / "samples" / "wichers_gcd_mixwrong_head40.jsonl").read_text().splitlines()[0]
+    )
+    user, assistant = row["messages"]
+    row["messages"] = [
+        {"role": "developer", "content": "You check arithmetic."},
+        {**user, "name": "student"},
+        {**assistant, "weight": 1},
+    ]
+    p = tmp_path / "w.jsonl"
+    p.write_text(json.dumps(row) + "\n")
+    (ex,) = load_examples(p).examples
+    assert ex.system == "You check arithmetic." and ex.messages[1].name == "student"
+    assert ex.messages[2].weight == 1 and ex.metadata["answer"] == row["answer"]

@@ -343,8 +343,9 @@ def _check(obj: Any, path: str, depth: int) -> tuple[str, str] | None:
             return (f"{path}.{key}" if path else key), "duplicate key in one object"
         for k, v in obj.items():
             sub = f"{path}.{k}" if path else str(k)
-            if isinstance(k, str) and not _utf8_ok(k):
-                return sub, f"key {_SURROGATE}"
+            if isinstance(k, str) and not _utf8_ok(k):  # name it escaped: it cannot be printed
+                escaped = k.encode("utf-8", "backslashreplace").decode("utf-8")
+                return (f"{path}.{escaped}" if path else escaped), f"key {_SURROGATE}"
             found = _check(v, sub, depth + 1)
             if found is not None:
                 return found
