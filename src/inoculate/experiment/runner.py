@@ -144,16 +144,14 @@ def prepare(
     """Resolve the experiment: load data, resolve prompts and specs, build the base model, key the cells."""
     from inoculate.scorers import get_scorer
     from inoculate.train import TrainConfig
-    from inoculate.transform import InoculationSpec, apply_inoculation
 
     seed_list = cfg.seed_list(seeds)
     train_examples = _load_source(cfg, "train")
     eval_examples = _load_source(cfg, "eval")
     data_hashes = {"train": hash_examples(train_examples), "eval": hash_examples(eval_examples)}
-    specs: dict[str, InoculationSpec | None] = {}
-    for name in cfg.conditions:
-        data = cfg.condition_spec_data(name)
-        specs[name] = None if data is None else InoculationSpec.model_validate(data)
+    specs = condition_specs(cfg)
+    # Before the base model is built: a condition that inoculates no training row is refused here.
+    train_sets = inoculated_train_sets(cfg, specs, train_examples)
     eval_prompts = {
         name: (value if value == CONDITION_REF else cfg.resolve_text(value))
         for name, value in cfg.eval_prompts.items()
@@ -183,14 +181,55 @@ def prepare(
         prep.dynamics = plan_dynamics(prep)
     prep.cells = [make_cell(prep, c, s) for c, s in cell_order(list(cfg.conditions), seed_list)]
     # Transform every training set and build every eval set now, so bad data fails before any training.
-    for name, spec in specs.items():
-        if spec is None:
-            prep.train_sets[name] = (train_examples, None)
-        else:
-            prep.train_sets[name] = apply_inoculation(train_examples, spec, source=f"training data ({name})")
+    for name in specs:
+        prep.train_sets[name] = train_sets[name]
         for prompt in eval_prompts:
             eval_set(prep, name, prompt)
     return prep
+
+
+def condition_specs(cfg: ExperimentConfig) -> dict[str, InoculationSpec | None]:
+    from inoculate.transform import InoculationSpec
+
+    specs: dict[str, InoculationSpec | None] = {}
+    for name in cfg.conditions:
+        data = cfg.condition_spec_data(name)
+        specs[name] = None if data is None else InoculationSpec.model_validate(data)
+    return specs
+
+
+def inoculated_train_sets(
+    cfg: ExperimentConfig, specs: dict[str, InoculationSpec | None], train_examples: list[ChatExample]
+) -> dict[str, tuple[list[ChatExample], Manifest | None]]:
+    """Each condition's training set and manifest. A condition whose spec inoculates no training row
+    is refused (every such condition, each error at its line of the experiment YAML) unless it sets
+    `allow_empty: true`."""
+    from inoculate.errors import InputError, InputErrors
+    from inoculate.transform import EmptySelectionError, apply_inoculation
+
+    out: dict[str, tuple[list[ChatExample], Manifest | None]] = {}
+    errors: list[InputError] = []
+    for name, spec in specs.items():
+        if spec is None:
+            out[name] = (train_examples, None)
+            continue
+        try:
+            out[name] = apply_inoculation(train_examples, spec, source=f"training data ({name})")
+        except EmptySelectionError as e:
+            path = ("conditions", name) if e.field.startswith("<") else ("conditions", name, e.field)
+            msg = f"condition {name!r} inoculates no training row: {e.message}"
+            try:
+                errors.append(cfg.lines.error(path, msg))
+            except AttributeError:  # a config built in code has no YAML lines
+                errors.append(InputError("<experiment>", 0, ".".join(path), msg))
+    if errors:
+        raise InputErrors(errors)
+    return out
+
+
+def check_conditions(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything is written, a condition that inoculates no training row."""
+    inoculated_train_sets(cfg, condition_specs(cfg), _load_source(cfg, "train"))
 
 
 def _spec_dump(spec: InoculationSpec | None) -> dict[str, Any] | None:

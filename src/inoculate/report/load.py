@@ -14,6 +14,7 @@ from inoculate.errors import InputErrors
 EXPERIMENT_FILE = "experiment.json"
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
+TRAIN_MANIFEST_FILE = "train.manifest.json"
 BASE_DIR = "base"
 CONDITION_REF = "@condition"
 NAN = float("nan")
@@ -27,6 +28,8 @@ class CellResult:
     eval: dict[str, dict[str, dict[str, Any]]]
     """eval prompt -> metric -> {mean, n, n_nan}"""
     train: dict[str, Any] = field(default_factory=dict)
+    inoculation: dict[str, Any] | None = None
+    """The cell's train.manifest.json (n_rows, n_inoculated, n_replaced_system, ...); None without one."""
 
     def value(self, eval_prompt: str, metric: str) -> float:
         m = self.eval.get(eval_prompt, {}).get(metric, {}).get("mean")
@@ -131,9 +134,15 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
         if not isinstance(metrics, dict):
             missing.append((cond, seed))
             continue
+        manifest = _read_json(d / TRAIN_MANIFEST_FILE)
         cells.append(
             CellResult(
-                condition=cond, seed=seed, dir=d, eval=metrics.get("eval", {}), train=metrics.get("train", {})
+                condition=cond,
+                seed=seed,
+                dir=d,
+                eval=metrics.get("eval", {}),
+                train=metrics.get("train", {}),
+                inoculation=manifest if isinstance(manifest, dict) else None,
             )
         )
     base_dir = root / BASE_DIR

@@ -202,6 +202,17 @@ def _per_seed_section(run: RunData) -> str:
     return _table(["condition", "eval prompt", "seed", *metrics], body) + "\n"
 
 
+def _inoculated(run: RunData, condition: str) -> str:
+    """`n_inoculated / n_rows`: training rows that carried the prompt, from a finished cell's manifest."""
+    m = next((c.inoculation for c in run.cells_of(condition) if c.inoculation), None)
+    if m is None:
+        return "(no finished cell)"
+    text = f"{m.get('n_inoculated')} / {m.get('n_rows')}"
+    if m.get("n_replaced_system"):
+        text += f" ({m['n_replaced_system']} system prompts replaced)"
+    return text
+
+
 def _setup_section(run: RunData) -> str:
     exp = run.experiment
     man = run.manifest or {}
@@ -225,15 +236,23 @@ def _setup_section(run: RunData) -> str:
     for cond in run.conditions:
         spec = exp.get("condition_specs", {}).get(cond)
         if spec is None:
-            spec_rows.append([cond, "(none: trained on the data as given)", "", ""])
+            spec_rows.append([cond, "(none: trained on the data as given)", "", "", ""])
             continue
         prompts = spec.get("resolved_prompts") or []
         selector = (
             ", ".join(f"{k}: {spec[k]}" for k in ("where", "regex", "fraction") if spec.get(k) is not None)
             or "all rows"
         )
-        spec_rows.append([cond, " / ".join(_quote(p) for p in prompts), str(spec.get("placement")), selector])
-    lines.append(_table(["condition", "inoculation prompt", "placement", "rows"], spec_rows))
+        spec_rows.append(
+            [
+                cond,
+                " / ".join(_quote(p) for p in prompts),
+                str(spec.get("placement")),
+                selector,
+                _inoculated(run, cond),
+            ]
+        )
+    lines.append(_table(["condition", "inoculation prompt", "placement", "rows", "inoculated"], spec_rows))
     seen = man.get("eval_prompts") or {}
     if seen:
         lines.append("\nWhat the model saw at evaluation (system prompt as rendered by the chat template):\n")
