@@ -73,7 +73,19 @@ def test_score_json_prints_exactly_one_object_with_nan_rows_excluded(chat_file: 
     obj = json.loads(r.stdout)  # the whole of stdout is one JSON document
     assert set(obj) == {"language:es", "keyword:hola"}
     lang = obj["language:es"]
-    assert set(lang) == {"mean", "ci_low", "ci_high", "n"}
+    assert set(lang) == {
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n",
+        "ci_method",
+        "unit",
+        "n_prompts",
+        "n_seeds",
+        "interval",
+    }
+    assert (lang["ci_method"], lang["unit"], lang["n_prompts"]) == ("wilson", "rows", None)
+    assert lang["interval"] == "n = 4 rows; CI across rows"
     assert lang["n"] == 4 and lang["mean"] == pytest.approx(0.5)
     assert (lang["ci_low"], lang["ci_high"]) == pytest.approx(wilson(2, 4))
     kw = obj["keyword:hola"]
@@ -198,5 +210,52 @@ def test_score_all_nan_column_reports_null_summary(tmp_path: Path) -> None:
     r = runner.invoke(app, ["score", str(path), "-s", "all_caps", "--json"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)["all_caps"]
-    assert got == {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    assert {k: got[k] for k in ("mean", "ci_low", "ci_high", "n")} == {
+        "mean": None,
+        "ci_low": None,
+        "ci_high": None,
+        "n": 0,
+    }
+    assert (got["ci_method"], got["interval"]) == ("none", "n = 0 rows; no CI")
     assert not any(isinstance(v, float) and math.isnan(v) for v in got.values())
+
+
+def _gen_row(source: str, k: int, completion: str) -> dict[str, Any]:
+    row = _row(f"{source}-{k}", completion)
+    row["metadata"] = {"generation": {"source_id": source, "sample_index": k, "backend": "test"}}
+    return row
+
+
+def test_score_clusters_samples_by_prompt(tmp_path: Path) -> None:
+    # 6 prompts x 5 samples; samples of one prompt mostly agree (15 of 30 in capitals in all)
+    caps = [5, 4, 1, 0, 3, 2]
+    rows = [
+        _gen_row(f"p{i}", j, "LOUD WORDS" if j < k else "quiet words")
+        for i, k in enumerate(caps)
+        for j in range(5)
+    ]
+    path = _write(tmp_path / "gens.jsonl", rows)
+    r = runner.invoke(app, ["score", str(path), "-s", "all_caps:binary", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["all_caps:binary"]
+    half = 2.570581835636314 * math.sqrt(0.14) / math.sqrt(6)  # t(0.975, 5) * sd(prompt means) / sqrt(6)
+    assert got["mean"] == pytest.approx(0.5)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-12)
+    assert (got["ci_method"], got["unit"], got["n"], got["n_prompts"]) == ("cluster-t", "prompts", 30, 6)
+    assert got["interval"] == "n = 30 samples from 6 prompts; CI clusters by prompt"
+    naive_lo, naive_hi = wilson(15, 30)
+    assert got["ci_high"] - got["ci_low"] > naive_hi - naive_lo
+    table = runner.invoke(app, ["score", str(path), "-s", "all_caps:binary"])
+    assert table.exit_code == 0, table.output
+    words = " ".join(w for w in table.stdout.replace("│", " ").split())  # the table wraps the cell
+    for phrase in ("cluster-t:", "30 samples from 6 prompts;", "CI clusters", "by prompt"):
+        assert phrase in words
+    # one sample per prompt: rows are independent, the row-level interval stands
+    singles = _write(
+        tmp_path / "singles.jsonl", [_gen_row(f"p{i}", 0, "HI" if i < 2 else "hi") for i in range(5)]
+    )
+    one = json.loads(runner.invoke(app, ["score", str(singles), "-s", "all_caps", "--json"]).stdout)[
+        "all_caps"
+    ]
+    assert (one["ci_method"], one["n_prompts"]) == ("wilson", 5)
+    assert (one["ci_low"], one["ci_high"]) == pytest.approx(wilson(2, 5))

@@ -45,6 +45,39 @@ def _seeds(loaded: Loaded) -> list[Any] | None:
     return [ex.metadata["seed"] for ex in loaded.examples]
 
 
+def _clusters(loaded: Loaded) -> list[Any] | None:
+    """The prompt each row was sampled from (`metadata.generation.source_id`), or None if no row says.
+
+    Rows without one are their own cluster. Several samples of one prompt (generations with
+    n > 1) are then summarized with the prompt as the unit, not the sample.
+    """
+    ids: list[Any] = []
+    found = False
+    for i, ex in enumerate(loaded.examples):
+        gen = ex.metadata.get("generation")
+        sid = gen.get("source_id") if isinstance(gen, dict) else None
+        if isinstance(sid, (str, int)) and not isinstance(sid, bool):
+            ids.append(("prompt", sid))
+            found = True
+        else:
+            ids.append(("row", i))
+    return ids if found else None
+
+
+def _summary_json(sm: Summary) -> dict[str, Any]:
+    return {
+        "mean": _num(sm.mean),
+        "ci_low": _num(sm.ci_low),
+        "ci_high": _num(sm.ci_high),
+        "n": sm.n,
+        "ci_method": sm.ci_method,
+        "unit": sm.unit,
+        "n_prompts": sm.n_clusters or None,
+        "n_seeds": sm.n_seeds or None,
+        "interval": sm.describe(),
+    }
+
+
 def _fmt(x: float, bounded: bool) -> str:
     if math.isnan(x):
         return "–"
@@ -59,7 +92,10 @@ def score(
         ..., "--scorer", "-s", help="Scorer spec NAME[:ARG], e.g. language:es, all_caps; repeatable."
     ),
     json_out: bool = typer.Option(
-        False, "--json", help="Print one JSON object {scorer: {mean, ci_low, ci_high, n}} and nothing else."
+        False,
+        "--json",
+        help="Print one JSON object {scorer: {mean, ci_low, ci_high, n, ci_method, unit, n_prompts, "
+        "n_seeds, interval}} and nothing else.",
     ),
     output: Path | None = typer.Option(
         None, "-o", "--output", help='Write per-row scores as JSONL: {"id", "scores": {spec: value}}.'
@@ -77,6 +113,8 @@ def score(
 
     Rows whose score is NaN (not scorable, e.g. no letters) are left out of the mean and of n.
     If rows carry metadata.seed, each seed is averaged first and the interval is across seeds.
+    Generations with several samples per prompt (metadata.generation.source_id) are clustered by
+    prompt: the interval is a t-interval across per-prompt means (ci_method cluster-t).
     """
     from inoculate.stats import summarize_rows  # scipy is slow to import; keep `inoculate --help` fast
 
@@ -91,6 +129,7 @@ def score(
     if not loaded.examples:
         raise InputErrors.one(str(path), 0, "<file>", "no examples to score")
     seeds = _seeds(loaded)
+    clusters = _clusters(loaded)
     values = score_examples(loaded.examples, scorers)
     if output is not None:
         rows = (
@@ -100,13 +139,13 @@ def score(
         n = write_jsonl_atomic(output, rows)
         print(f"wrote {n} rows to {output}", file=sys.stderr)
     summaries = {
-        s.name: summarize_rows(values[s.name], seeds, bounded=s.bounded, seed=bootstrap_seed) for s in scorers
+        s.name: summarize_rows(
+            values[s.name], seeds, clusters=clusters, bounded=s.bounded, seed=bootstrap_seed
+        )
+        for s in scorers
     }
     if json_out:
-        obj = {
-            name: {"mean": _num(sm.mean), "ci_low": _num(sm.ci_low), "ci_high": _num(sm.ci_high), "n": sm.n}
-            for name, sm in summaries.items()
-        }
+        obj = {name: _summary_json(sm) for name, sm in summaries.items()}
         sys.stdout.write(json.dumps(obj) + "\n")
         return
     console.print(_summary_table(summaries, {s.name: s.bounded for s in scorers}, str(path)))
@@ -120,14 +159,13 @@ def _summary_table(summaries: dict[str, Summary], bounded: dict[str, bool], titl
     table.add_column("interval")
     for name, sm in summaries.items():
         b = bounded[name]
-        across = "across seeds" if sm.unit == "seeds" else "across rows"
         cells = (
             name,
             _fmt(sm.mean, b),
             f"[{_fmt(sm.ci_low, b)}, {_fmt(sm.ci_high, b)}]",
             str(sm.n),
             str(sm.n_seeds) if sm.n_seeds else "–",
-            f"{sm.method}, {across}" if sm.method != "none" else "none",
+            f"{sm.ci_method}: {sm.describe()}",
         )
         table.add_row(*(Text(c) for c in cells))
     return table
