@@ -267,3 +267,169 @@ def test_http_server_errors_are_reported(server: str) -> None:
     with pytest.raises(ServerError, match="cannot connect"):
         generate_examples(dead, PROMPTS[:1], GREEDY)
     assert isinstance(PROMPTS[0], ChatExample)
+
+
+# --- several adapters by name over one base model -----------------------------------------------------
+
+
+def random_adapter(base: Path, out: Path, seed: int) -> str:
+    """A LoRA adapter with random (not zero) weights, so it changes the base model's outputs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    config = LoraConfig(
+        r=4, lora_alpha=64, init_lora_weights=False, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    get_peft_model(model, config).save_pretrained(str(out))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {name: random_adapter(tiny_model_dir, root / name, seed) for seed, name in enumerate(["a", "b"])}
+
+
+def serve_in_thread(srv) -> str:  # type: ignore[no-untyped-def]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+
+def test_server_serves_named_adapters(
+    tiny_model_dir: Path, two_adapters: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+    import shutil
+    import urllib.request
+
+    from inoculate.generate.hf import HFBackend
+    from inoculate.generate.openai_http import ServerError
+    from inoculate.generate.server import make_server
+
+    later = tmp_path / "later"  # served before it exists, as a run's cells are
+    base = HFBackend(str(tiny_model_dir), device="cpu", batch_size=1)
+    adapters = {"cond_a": two_adapters["a"], "cond_b": two_adapters["b"], "later": str(later)}
+    srv = make_server(base, "127.0.0.1", 0, "tiny", adapters=adapters)
+    url = serve_in_thread(srv)
+    try:
+        with urllib.request.urlopen(url + "/models", timeout=10) as resp:
+            listed = [m["id"] for m in json.loads(resp.read())["data"]]
+        assert listed == ["tiny", "cond_a", "cond_b", "later"]
+
+        def via_http(name: str) -> list[str | None]:
+            http = get_backend(
+                "openai_http", model="tiny", adapter=None if name == "tiny" else name, base_url=url
+            )
+            return [o.completion for o in generate_examples(http, PROMPTS, GREEDY)]
+
+        def via_hf(adapter: str | None) -> list[str | None]:
+            be = get_backend("hf", model=str(tiny_model_dir), adapter=adapter, device="cpu", batch_size=1)
+            return [o.completion for o in generate_examples(be, PROMPTS, GREEDY)]
+
+        want = {
+            "tiny": via_hf(None),
+            "cond_a": via_hf(two_adapters["a"]),
+            "cond_b": via_hf(two_adapters["b"]),
+        }
+        assert want["tiny"] != want["cond_a"] != want["cond_b"] != want["tiny"]
+        for name in ["cond_b", "cond_a", "tiny", "cond_b", "tiny", "cond_a"]:  # switching back and forth
+            assert via_http(name) == want[name], name
+
+        # a local adapter directory is requested by the name it is served under, and recorded as itself
+        named = get_backend(
+            "openai_http", model="tiny", adapter=two_adapters["a"], adapter_name="cond_a", base_url=url
+        )
+        (rec,) = generate_examples(named, PROMPTS[:1], GREEDY)
+        assert rec.completion == want["cond_a"][0]
+        assert rec.metadata["generation"]["adapter"] == two_adapters["a"]
+        assert rec.metadata["generation"]["served_model"] == "cond_a"
+        with pytest.raises(ValueError, match="local adapter directory"):
+            get_backend("openai_http", model="tiny", adapter=two_adapters["a"], base_url=url)
+
+        with pytest.raises(ServerError, match=r"404.*not served here; known: tiny, cond_a, cond_b, later"):
+            via_http("cond_c")
+        with pytest.raises(ServerError, match=r"404.*does not exist \(yet\)"):
+            via_http("later")
+        shutil.copytree(two_adapters["b"], later)  # trained now: loaded on the next request
+        assert via_http("later") == want["cond_b"]
+        shutil.rmtree(later)
+        shutil.copytree(two_adapters["a"], later)  # retrained: reloaded
+        assert via_http("later") == want["cond_a"]
+        assert via_http("cond_b") == want["cond_b"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_serve_refuses_an_adapter_and_named_ones(tiny_model_dir: Path, two_adapters: dict[str, str]) -> None:
+    from inoculate.generate.hf import HFBackend
+    from inoculate.generate.server import make_server
+
+    tuned = HFBackend(str(tiny_model_dir), two_adapters["a"], device="cpu")
+    with pytest.raises(ValueError, match="not both"):
+        make_server(tuned, "127.0.0.1", 0, adapters={"b": two_adapters["b"]})
+    base = HFBackend(str(tiny_model_dir), device="cpu")
+    with pytest.raises(ValueError, match="base model's served name"):
+        make_server(base, "127.0.0.1", 0, "tiny", adapters={"tiny": two_adapters["b"]})
+    with pytest.raises(FileNotFoundError, match="not a PEFT adapter"):
+        make_server(base, "127.0.0.1", 0, "tiny", adapters={"x": str(tiny_model_dir)})
+
+
+def test_experiment_cells_evaluated_over_http_use_their_own_adapters(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`inoculate run` with the openai_http backend against a server started before training, naming
+    each cell's adapter as the runner does: every cell's generations are its own adapter's."""
+    import json
+
+    from experiment_support import write_data
+    from inoculate.experiment import run_experiment
+    from inoculate.experiment.runner import served_adapter_name
+    from inoculate.generate.hf import HFBackend
+    from inoculate.generate.server import make_server
+
+    write_data(tmp_path)
+    out = tmp_path / "run"
+    cells = [("baseline", 0), ("inoc", 0)]
+    adapters = {served_adapter_name(c, s): str(out / c / f"seed_{s}" / "adapter") for c, s in cells}
+    srv = make_server(
+        HFBackend(str(tiny_model_dir), device="cpu", batch_size=1), "127.0.0.1", 0, adapters=adapters
+    )
+    url = serve_in_thread(srv)
+    (tmp_path / "exp.yaml").write_text(
+        f"name: http\nmodel: {tiny_model_dir}\n"
+        "data: {train: train.jsonl, eval: eval.jsonl}\n"
+        'conditions: {baseline: null, inoc: {prompt: "Respond in all caps.", placement: system}}\n'
+        "traits: {caps: all_caps}\nseeds: [0]\n"
+        'eval_prompts: {neutral: "You are a helpful assistant."}\n'
+        "sampling: {temperature: 0, top_p: 1.0, max_new_tokens: 6, n: 1}\n"
+        "train: {learning_rate: 0.05, max_steps: 3, per_device_train_batch_size: 8, lora_r: 4}\n"
+        f"generation: {{backend: openai_http, base_url: '{url}'}}\n"
+    )
+    try:
+        run_experiment(tmp_path / "exp.yaml", out)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    outputs = {}
+    for cond, seed in cells:
+        cell = out / cond / f"seed_{seed}"
+        rows = [
+            json.loads(line) for line in (cell / "generations" / "neutral.jsonl").read_text().splitlines()
+        ]
+        assert {r["metadata"]["generation"]["served_model"] for r in rows} == {
+            served_adapter_name(cond, seed)
+        }
+        prompts = [ChatExample.model_validate({k: r[k] for k in ("id", "messages")}) for r in rows]
+        own = get_backend(
+            "hf", model=str(tiny_model_dir), adapter=str(cell / "adapter"), device="cpu", batch_size=1
+        )
+        want = [
+            g.completion
+            for g in generate_examples(own, prompts, GREEDY.model_copy(update={"max_new_tokens": 6}))
+        ]
+        outputs[cond] = [r["messages"][-1]["content"] for r in rows]
+        assert outputs[cond] == want
+    assert outputs["baseline"] != outputs["inoc"]

@@ -378,6 +378,13 @@ def _sampling(prep: Prepared, seed: int) -> Any:
     return SamplingParams(**prep.config.sampling.model_dump(), seed=seed)
 
 
+def served_adapter_name(condition: str, seed: int) -> str:
+    """The model name a server must give a cell's adapter for the openai_http backend to evaluate it:
+    `inoculate serve BASE --lora-module NAME=OUT/<condition>/seed_<k>/adapter` (or vLLM's
+    `--lora-modules NAME=PATH`)."""
+    return f"{condition}-seed{seed}"
+
+
 def evaluate(
     prep: Prepared,
     out_dir: Path,
@@ -387,12 +394,16 @@ def evaluate(
     adapter: str | None,
     prompts: dict[str, list[ChatExample]],
     stage: Any = None,
+    adapter_name: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Generate under each eval set and score; writes generations/ and scores/; returns the means."""
+    """Generate under each eval set and score; writes generations/ and scores/; returns the means.
+
+    `adapter_name` is the name a server serves the adapter under (openai_http only)."""
     from inoculate.generate import get_backend
 
     gen = prep.config.generation
-    backend = get_backend(gen.backend, model=model, adapter=adapter, **gen.options())
+    named = {"adapter_name": adapter_name} if adapter_name and gen.backend == "openai_http" else {}
+    backend = get_backend(gen.backend, model=model, adapter=adapter, **named, **gen.options())
     params = _sampling(prep, seed)
     results: dict[str, dict[str, Any]] = {}
     for name, examples in prompts.items():
@@ -452,6 +463,7 @@ def run_cell(
         adapter=result.model_path if result.is_adapter else None,
         prompts=prompts,
         stage=stage,
+        adapter_name=served_adapter_name(cell.condition, cell.seed) if result.is_adapter else None,
     )
     timings["evaluate"] = time.perf_counter() - t0
 
