@@ -496,3 +496,184 @@ def test_neutralize_refuses_a_system_prompt_that_is_inoculation_text() -> None:
 def test_neutralize_needs_something_to_remove() -> None:
     with pytest.raises(ValueError, match="at least one manifest"):
         neutralize(rows(), [])
+
+
+# --- a selection that inoculates no row (issue 9) ----------------------------------------------
+
+
+def gcd_rows() -> list[ChatExample]:
+    """The shape of Wichers et al.'s GCD files: `user_provides_answer` holds the strings "true"/"false"."""
+    return [
+        chat(
+            f"GCD({a}, {b})? I think it is {g}.",
+            "Correct!",
+            id=str(i),
+            user_provides_answer=s,
+            label="euclidean",
+        )
+        for i, (a, b, g, s) in enumerate([(140, 84, 28, "true"), (168, 36, 12, "false"), (9, 6, 3, "false")])
+    ]
+
+
+def test_where_matching_nothing_shows_the_values_seen_with_their_types() -> None:
+    with pytest.raises(InputErrors) as e:
+        apply_inoculation(gcd_rows(), spec(where="user_provides_answer == false"), source="gcd.jsonl")
+    assert input_errors(e) == [
+        "gcd.jsonl:0: where: no row matches 'user_provides_answer == false' (0 of 3 rows); "
+        'values seen for user_provides_answer: "false" ×2, "true" ×1; the data stores "true"/"false" as '
+        'strings: compare with == "true", not == true; set allow_empty: true (--allow-empty) to accept a '
+        "condition that inoculates no row"
+    ]
+    out, m = apply_inoculation(gcd_rows(), spec(where='user_provides_answer == "false"'))
+    assert (m.n_inoculated, [x.id for x in out if "inoculation" in x.metadata]) == (2, ["1", "2"])
+
+
+def test_where_with_a_typo_names_the_absent_field_and_close_names() -> None:
+    with pytest.raises(InputErrors) as e:
+        apply_inoculation(gcd_rows(), spec(where='user_provides_answr == "true" and label == "gcd"'))
+    (err,) = e.value.errors
+    assert err.field == "where"
+    assert (
+        "field user_provides_answr absent in all 3 rows; did you mean: user_provides_answer?" in err.message
+    )
+    assert 'values seen for label: "euclidean" ×3' in err.message
+
+
+def test_regex_and_fraction_selecting_nothing_are_errors_unless_allowed() -> None:
+    with pytest.raises(InputErrors) as e:
+        apply_inoculation(gcd_rows(), spec(regex="LCM"))
+    assert input_errors(e) == [
+        "<examples>:0: regex: regex 'LCM' matches no user turn in the 3 rows; set allow_empty: true "
+        "(--allow-empty) to accept a condition that inoculates no row"
+    ]
+    with pytest.raises(InputErrors) as e:
+        apply_inoculation(gcd_rows(), spec(fraction=0.1))
+    assert e.value.errors[0].field == "fraction"
+    assert (
+        "fraction 0.1 of 3 selected row(s) rounds to 0 rows (the smallest that selects one is about 0.167)"
+        in (e.value.errors[0].message)
+    )
+    assert apply_inoculation(gcd_rows(), spec(fraction=0.17))[1].n_inoculated == 1
+    out, m = apply_inoculation(gcd_rows(), spec(fraction=0.1, allow_empty=True))
+    assert (m.n_inoculated, m.n_rows) == (0, 3) and [x.messages for x in out] == [
+        x.messages for x in gcd_rows()
+    ]
+    with pytest.raises(InputErrors, match="no rows to inoculate"):
+        apply_inoculation([], spec())
+
+
+def test_empty_selection_writes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "gcd.jsonl"
+    src.write_text("".join(json.dumps(x.to_json()) + "\n" for x in gcd_rows()))
+    with pytest.raises(InputErrors) as e:
+        apply_file(src, tmp_path / "out.jsonl", spec(where="user_provides_answer is true"))
+    assert str(e.value).startswith(f"ERROR: {src}:0: where: no row matches 'user_provides_answer is true'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gcd.jsonl"]
+
+
+def test_real_gcd_file_stores_the_answer_flag_as_a_string(shared_data: Path, tmp_path: Path) -> None:
+    """task_train_only_user_ans1000.jsonl keeps `user_provides_answer` as the string "true"."""
+    real = shared_data / "wichers" / "task_train_only_user_ans1000.jsonl"
+    rows = [json.loads(t) for t in real.read_text().splitlines() if t.strip()]
+    src = tmp_path / "gcd.jsonl"  # chat JSONL with the extra columns as metadata, as `apply` reads it
+    src.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": str(r["_id"]),
+                    "messages": r["messages"],
+                    "metadata": {k: v for k, v in r.items() if k not in ("messages", "_id")},
+                }
+            )
+            + "\n"
+            for r in rows
+        )
+    )
+    with pytest.raises(InputErrors) as e:
+        apply_file(src, tmp_path / "out.jsonl", spec(where="user_provides_answer == true"))
+    assert input_errors(e) == [
+        f"{src}:0: where: no row matches 'user_provides_answer == true' (0 of 1000 rows); values seen for "
+        'user_provides_answer: "true" ×1000; the data stores "true"/"false" as strings: '
+        'compare with == "true", not == true; set allow_empty: true (--allow-empty) to accept a '
+        "condition that inoculates no row"
+    ]
+    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "out.manifest.json").exists()
+    m = apply_file(src, tmp_path / "out.jsonl", spec(where='user_provides_answer == "true"', fraction=0.25))
+    assert (m.n_rows, m.n_selected, m.n_inoculated) == (1000, 1000, 250)
+
+
+# --- placement system keeps what it replaced ---------------------------------------------------
+
+
+def test_placement_system_records_the_replaced_system_prompt(tmp_path: Path) -> None:
+    out, m = apply_inoculation(rows(), spec(placement="system"))
+    marks = {x.id: x.metadata["inoculation"] for x in out}
+    assert marks["d"] == {"prompt_index": 0, "placement": "system", "replaced_system": "You are a tutor."}
+    assert all("replaced_system" not in marks[i] for i in "abc")
+    assert m.n_replaced_system == 1
+    _, m2 = apply_inoculation(rows(), spec(placement="system-prepend"))
+    assert m2.n_replaced_system == 0
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(x.to_json()) + "\n" for x in rows()))
+    result = apply_file(src, tmp_path / "out.jsonl", spec(placement="system"))
+    assert (
+        Manifest.load(manifest_path_for(tmp_path / "out.jsonl")).n_replaced_system
+        == result.n_replaced_system
+        == 1
+    )
+
+
+# --- streaming apply_file gives what the in-memory transform gives ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"placement": "system"},
+        {"placement": "user-prefix", "fraction": 0.5, "seed": 3},
+        {"placement": "system-append", "where": 'lang == "es"', "prompts": POOL},
+    ],
+)
+@pytest.mark.parametrize("fmt", ["chat", "prompt-completion"])
+def test_streamed_file_equals_in_memory_transform(tmp_path: Path, kw: dict, fmt: str) -> None:
+    from inoculate.formats import jsonl_text, prompt_completion_rows
+
+    data = [chat(f"q{i}", f"a{i}", id=f"r{i}", lang="es" if i % 3 else "fr") for i in range(40)]
+    data[5] = chat("q5", "a5", id="r5", lang="es", system="Be brief.")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(x.to_json()) + "\n" for x in data))
+    s = spec(**kw) if "prompts" not in kw else InoculationSpec(**kw)
+    m = apply_file(src, tmp_path / "out.jsonl", s, output_format=fmt)  # type: ignore[arg-type]
+    ref, ref_m = apply_inoculation(data, s, source=str(src))
+    text = (
+        jsonl_text(prompt_completion_rows(ref))
+        if fmt == "prompt-completion"
+        else jsonl_text(x.to_json() for x in ref)
+    )
+    written = (tmp_path / "out.jsonl").read_text()
+    assert written == text
+    assert m.output_sha256 == hashlib.sha256(written.encode()).hexdigest()
+    same = (
+        "n_rows",
+        "n_selected",
+        "n_inoculated",
+        "inoculated_ids",
+        "counts_per_prompt",
+        "n_replaced_system",
+    )
+    assert {k: getattr(m, k) for k in same} == {k: getattr(ref_m, k) for k in same}
+
+
+def test_streamed_bad_rows_abort_with_every_error_and_no_files(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    good = [json.dumps(chat(f"q{i}", "a", id=f"r{i}").to_json()) for i in range(5000)]
+    good[4500] = '{"id": "r4500", "messages": []}'
+    good[4700] = good[10]  # a duplicate id far from its first occurrence
+    src.write_text("\n".join(good) + "\n")
+    with pytest.raises(InputErrors) as e:
+        apply_file(src, tmp_path / "out.jsonl", spec())
+    assert [(x.line, x.field) for x in e.value.errors] == [(4501, "messages"), (4701, "id")]
+    assert "duplicate id 'r10' (first on line 11)" in e.value.errors[1].message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    m = apply_file(src, tmp_path / "out.jsonl", spec(), skip_invalid=True)
+    assert (m.n_rows, m.n_skipped_invalid) == (4998, 2)
