@@ -142,7 +142,7 @@ BAD_CASES = [
         "empty paraphrase pool file",
         [good()],
         ["--prompt-file", "{dir}/empty.txt"],
-        ["{dir}/empty.txt:0: <file>: the paraphrase pool is empty (no non-blank lines)"],
+        ["{dir}/empty.txt:0: <file>: no prompts in the file (the pool is empty)"],
     ),
     (
         "empty paraphrase pool in YAML",
@@ -181,7 +181,7 @@ BAD_CASES = [
         [
             "{dir}/typo.yaml:2: seeed: unknown field (allowed: prompt, prompts, prompt_file, placement, "
             "separator, template, user_turn, where, regex, regex_roles, fraction, seed, "
-            "allow_empty, regex_timeout)"
+            "allow_empty, regex_timeout, prompt_field)"
         ],
     ),
     (
@@ -499,8 +499,8 @@ def test_validate_ok_and_errors(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         f"ERROR: {bad}:2: messages: no assistant turn",
         f"ERROR: {bad}:3: id: duplicate id 'a' (first on line 1)",
-        "2 problem(s); 1 valid row(s)",
         f"hint: {NO_ASSISTANT_HINT}",
+        "2 problem(s); 1 valid row(s)",
     ]
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(row([U]) + "\n")

@@ -222,11 +222,16 @@ def test_prompt_file_formats(tmp_path: Path) -> None:
     ("name", "content", "expected"),
     [
         ("missing.txt", None, "{p}:0: prompt_file: no such file"),
-        ("empty.txt", "\n  \n", "{p}:0: <file>: the paraphrase pool is empty (no non-blank lines)"),
+        ("empty.txt", "\n  \n# a comment\n", "{p}:0: <file>: no prompts in the file (the pool is empty)"),
         ("dup.txt", "A.\nB.\nA.\n", "{p}:3: <line>: duplicate of line 1"),
-        ("empty.json", "[]", "{p}:0: <file>: the paraphrase pool is empty"),
-        ("bad.json", '["A.", 3]', "{p}:0: [1]: must be a non-empty string"),
-        ("obj.yaml", "a: 1\n", "{p}:0: <file>: expected a list of prompts, got dict"),
+        ("empty.json", "[]", "{p}:0: <file>: no prompts in the file (the pool is empty)"),
+        ("bad.json", '["A.",\n 3]', "{p}:2: <row>: expected a prompt string or an object, got int"),
+        (
+            "obj.yaml",
+            "a: 1\n",
+            "{p}:1: <file>: expected a list of prompts (or a mapping with prompts or candidates: [...]), "
+            "got a mapping with a",
+        ),
     ],
 )
 def test_prompt_file_errors(tmp_path: Path, name: str, content: str | None, expected: str) -> None:
@@ -302,7 +307,7 @@ def test_yaml_config_with_overrides(tmp_path: Path) -> None:
             "prompt: hi\nplacemnt: system\n",
             "{c}:2: placemnt: unknown field (allowed: prompt, prompts, prompt_file, "
             "placement, separator, template, user_turn, where, regex, regex_roles, fraction, seed, "
-            "allow_empty, regex_timeout)",
+            "allow_empty, regex_timeout, prompt_field)",
         ),
         ("prompt: hi\n\nfraction: 2\n", "{c}:3: fraction: must be between 0 and 1, got 2.0"),
         ("prompts: []\n", "{c}:1: prompts: the paraphrase pool is empty"),

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import re
@@ -311,38 +310,16 @@ def _fmt_iv(iv: Interval | None, spec: str) -> str:
 # --- candidates ---------------------------------------------------------------------------------------
 
 
-def load_candidates(path: str | os.PathLike[str]) -> list[Candidate]:
-    """Candidates from a file: one prompt per line (`#` comments and blank lines skipped), or a
-    YAML/JSON list of prompts or of `{name, prompt}` mappings."""
-    p = Path(path)
-    file = str(path)
-    if not p.is_file():
-        raise InputErrors.one(file, 0, "<file>", "no such file")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() in (".yaml", ".yml", ".json"):
-        import yaml
+def load_candidates(path: str | os.PathLike[str], field: str | None = None) -> list[Candidate]:
+    """Candidates from a prompt file (`inoculate.prompt_files`): `.txt` one per line (`#` comments
+    and blank lines skipped), or `.json`/`.jsonl`/`.yaml` strings or objects; an object's `name`
+    names its candidate, `field` (default: its only other string field, e.g. `prompt`) is the prompt.
+    Unnamed candidates are c1, c2, ... by position."""
+    from inoculate.prompt_files import read_prompt_entries
 
-        try:
-            data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as e:
-            raise InputErrors.one(
-                file, getattr(e, "lineno", 0) or 0, "<file>", f"cannot parse: {e}"
-            ) from None
-        if isinstance(data, dict) and "candidates" in data:
-            data = data["candidates"]
-        if not isinstance(data, list):
-            raise InputErrors.one(
-                file, 0, "<file>", "expected a list of prompts (or {name, prompt} mappings)"
-            )
-        return candidates_from_list(data, file=file)
-    out: list[Candidate] = []
-    for line in text.splitlines():
-        s = line.strip()
-        if s and not s.startswith("#"):
-            out.append(Candidate(name=f"c{len(out) + 1}", prompt=s))
-    if not out:
-        raise InputErrors.one(file, 0, "<file>", "no candidate prompts (one per line)")
-    _check_names(out, file)
+    entries = read_prompt_entries(path, field, name_field="name")
+    out = [Candidate(name=e.name or f"c{i + 1}", prompt=e.text) for i, e in enumerate(entries)]
+    _check_names(out, str(path))
     return out
 
 

@@ -33,6 +33,7 @@ from inoculate.formats import (
     prompt_completion_rows,
     source_sha256,
 )
+from inoculate.prompt_files import read_prompts
 from inoculate.records import ChatExample, Message
 from inoculate.selectors import (
     DEFAULT_REGEX_TIMEOUT,
@@ -86,6 +87,7 @@ class InoculationSpec(BaseModel):
     seed: int = 0
     allow_empty: bool = False
     regex_timeout: float = DEFAULT_REGEX_TIMEOUT
+    prompt_field: str | None = None
 
     @field_validator("prompt")
     @classmethod
@@ -134,6 +136,8 @@ class InoculationSpec(BaseModel):
     @model_validator(mode="after")
     def _cross(self) -> InoculationSpec:
         given = [k for k in ("prompt", "prompts", "prompt_file") if getattr(self, k) is not None]
+        if self.prompt_field is not None and self.prompt_file is None:
+            raise SpecError("prompt_field", "names a field of the prompt file's rows; give a prompt file too")
         if not given:
             raise SpecError("prompt", "no inoculation prompt: give prompt, prompts or prompt_file")
         if len(given) > 1:
@@ -184,7 +188,7 @@ def load_spec(
             data["prompt_file"] = str(Path(config).parent / pf)
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
     if any(k in over for k in ("prompt", "prompts", "prompt_file")):
-        for k in ("prompt", "prompts", "prompt_file"):
+        for k in ("prompt", "prompts", "prompt_file", "prompt_field"):
             data.pop(k, None)
     data.update(over)
     try:
@@ -261,38 +265,15 @@ def resolve_prompts(spec: InoculationSpec) -> list[str]:
     if spec.prompts is not None:
         return list(spec.prompts)
     assert spec.prompt_file is not None
-    return read_prompt_file(spec.prompt_file)
+    return read_prompt_file(spec.prompt_file, spec.prompt_field)
 
 
-def read_prompt_file(path: str | os.PathLike[str]) -> list[str]:
-    """Prompts from a `.json`/`.yaml`/`.yml` list, or one per non-blank line of any other file."""
-    p = Path(path)
-    file = str(path)
-    if not p.is_file():
-        raise InputErrors.one(file, 0, "prompt_file", "no such file")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() in (".json", ".yaml", ".yml"):
-        try:
-            pool = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as e:
-            raise InputErrors.one(file, 0, "<file>", f"cannot parse the prompt list: {e}") from None
-        if not isinstance(pool, list):
-            raise InputErrors.one(file, 0, "<file>", f"expected a list of prompts, got {type(pool).__name__}")
-        try:
-            check_pool(pool, "prompts")
-        except SpecError as e:
-            fld = e.field.removeprefix("prompts") or "<file>"
-            raise InputErrors.one(file, 0, fld, str(e)) from None
-        return pool
-    numbered = [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
-    if not numbered:
-        raise InputErrors.one(file, 0, "<file>", "the paraphrase pool is empty (no non-blank lines)")
-    first: dict[str, int] = {}
-    for n, line in numbered:
-        if line in first:
-            raise InputErrors.one(file, n, "<line>", f"duplicate of line {first[line]}")
-        first[line] = n
-    return [line for _, line in numbered]
+def read_prompt_file(path: str | os.PathLike[str], field: str | None = None) -> list[str]:
+    """A paraphrase pool from a `.txt` (one per line, `#` comments), `.json`, `.jsonl`, `.yaml` or
+    `.yml` file; `field` names the prompt field of object rows (see `inoculate.prompt_files`)."""
+    if not Path(path).exists():
+        raise InputErrors.one(str(path), 0, "prompt_file", "no such file")
+    return read_prompts(path, field)
 
 
 # --- the manifest -------------------------------------------------------------------------------

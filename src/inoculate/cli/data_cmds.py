@@ -47,7 +47,15 @@ def apply_cmd(
         None, "--prompt", help="Inoculation prompt text; repeat for a paraphrase pool."
     ),
     prompt_file: Path | None = typer.Option(
-        None, "--prompt-file", help="Prompts, one per line, or a JSON/YAML list."
+        None,
+        "--prompt-file",
+        help="A paraphrase pool: .txt (one per line, # comments), .json/.yaml list, or .jsonl "
+        "(strings or objects; see --prompt-field).",
+    ),
+    prompt_field: str | None = typer.Option(
+        None,
+        "--prompt-field",
+        help="The field holding the prompt in --prompt-file objects (default: their only string field).",
     ),
     placement: str | None = typer.Option(
         None,
@@ -102,6 +110,7 @@ def apply_cmd(
         "prompt": prompt[0] if prompt and len(prompt) == 1 else None,
         "prompts": list(prompt) if prompt and len(prompt) > 1 else None,
         "prompt_file": prompt_file,
+        "prompt_field": prompt_field,
         "placement": placement,
         "where": where,
         "regex": regex,

@@ -13,7 +13,15 @@ from inoculate.cli._app import UserError, app, console, err_console, handle_erro
 @handle_errors
 def screen_cmd(
     candidates_file: Path | None = typer.Argument(
-        None, help="Candidate prompts: one per line, or a YAML/JSON list (of strings or {name, prompt})."
+        None,
+        help="Candidate prompts: .txt (one per line, # comments), or .json/.jsonl/.yaml strings or "
+        "{name, prompt} objects.",
+    ),
+    prompt_field: str | None = typer.Option(
+        None,
+        "--prompt-field",
+        help="The field holding the prompt in CANDIDATES objects (default: their only string field "
+        "besides name).",
     ),
     candidate: list[str] = typer.Option([], "--candidate", "-c", help="A candidate prompt; repeatable."),
     model: str = typer.Option(..., "--model", "-m", help="Base model: hub id or local path."),
@@ -66,7 +74,9 @@ def screen_cmd(
         screen_files,
     )
 
-    cands = load_candidates(candidates_file) if candidates_file is not None else []
+    if prompt_field is not None and candidates_file is None:
+        raise UserError("--prompt-field names a field of the CANDIDATES file's objects; give the file")
+    cands = load_candidates(candidates_file, prompt_field) if candidates_file is not None else []
     if candidate:
         extra = candidates_from_list(candidate, file="--candidate")
         taken = {c.name for c in cands}
