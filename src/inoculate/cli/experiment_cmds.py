@@ -89,9 +89,30 @@ def report_cmd(
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
 ) -> None:
     """Regenerate summary.csv, per_seed.csv, report.md and figures/ from a run's stored cell results."""
+    from inoculate.experiment.rundir import RunFolderLocked, RunLock, describe_holder
     from inoculate.report import write_report
 
-    _show(write_report(run_dir), check=check)
+    # Holds the run lock while writing, so no run starts mid-report; when a run holds it, the report
+    # is of the cells finished so far (the run rewrites it when it ends), and says so.
+    lock: RunLock | None = RunLock(run_dir, "report") if (run_dir / "experiment.json").is_file() else None
+    try:
+        if lock is not None:
+            lock.acquire()
+    except RunFolderLocked:
+        lock = None
+        err_console.print(
+            f"{run_dir}: a run is still running ({describe_holder(run_dir)}); this report covers "
+            "the cells finished so far",
+            style="yellow",
+            markup=False,
+        )
+    except OSError:  # a read-only folder: nothing to lock
+        lock = None
+    try:
+        _show(write_report(run_dir), check=check)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 @app.command("demo")

@@ -2,9 +2,12 @@
 
 A cell's key is the sha256 of its fully resolved config, the hashes of its input data, the base
 model's identity and the package version. A cell is finished when its folder holds a `done` marker
-naming that key; the marker is written last, atomically, so a folder without it (a killed run) is
-never read, and is redone. Training keeps its own key (`train_key`): when only evaluation settings
-change, the trained adapter is kept and only generation and scoring are redone.
+naming that key and its outputs are intact; the marker is written last, atomically, so a folder
+without it (a killed run) is never read, and is redone. The marker records the sha256 of every output
+(`metrics.json`, `generations/`, `scores/`); an output that no longer matches makes the cell
+unfinished. A marker written before hashes were recorded is verified by parsing its outputs.
+Training keeps its own key (`train_key`): when only evaluation settings change, the trained adapter
+is kept and only generation and scoring are redone.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import inoculate
-from inoculate.fileio import sha256_file, write_json_atomic
+from inoculate.experiment.rundir import RunFolderError, foreign_message, has_marker, is_ours, write_marker
+from inoculate.fileio import TEMP_SUFFIX, sha256_file, write_json_atomic
 from inoculate.records import ChatExample
 
 DONE = "done"
@@ -132,15 +136,79 @@ def read_done(cell_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def is_done(cell_dir: str | os.PathLike[str], key: str) -> bool:
-    """True when the folder holds a finished cell with exactly this key."""
+def _output_files(cell_dir: Path) -> list[Path]:
+    out: list[Path] = []
+    for name in EVAL_OUTPUTS:
+        target = cell_dir / name
+        if target.is_file():
+            out.append(target)
+        elif target.is_dir():
+            out += sorted(
+                f
+                for f in target.rglob("*")
+                if f.is_file() and not f.name.startswith(".") and not f.name.endswith(TEMP_SUFFIX)
+            )
+    return out
+
+
+def output_hashes(cell_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """sha256 of every evaluation output of a folder, by path relative to it."""
+    d = Path(cell_dir)
+    return {f.relative_to(d).as_posix(): sha256_file(f) for f in _output_files(d)}
+
+
+def _unparsable(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            for line in text.splitlines():
+                if line.strip():
+                    json.loads(line)
+            return False
+        return not isinstance(json.loads(text), dict)
+    except (OSError, ValueError):
+        return True
+
+
+def output_problem(cell_dir: str | os.PathLike[str], done: dict[str, Any]) -> str | None:
+    """What is wrong with a finished folder's outputs (None: intact).
+
+    With recorded hashes, every recorded output must exist and match. A marker without them (written
+    before hashes were recorded) is verified by parsing: its outputs must parse as JSON / JSON lines.
+    """
+    d = Path(cell_dir)
+    recorded = done.get("outputs")
+    if isinstance(recorded, dict):
+        for rel, digest in recorded.items():
+            path = d / rel
+            if not path.is_file():
+                return f"{rel} is missing"
+            if sha256_file(path) != digest:
+                return f"{rel} does not match its done record"
+        return None
+    for path in _output_files(d):
+        if _unparsable(path):
+            return f"{path.relative_to(d).as_posix()} does not parse"
+    return None
+
+
+def done_problem(cell_dir: str | os.PathLike[str], key: str) -> str | None:
+    """None when the folder holds a finished result with exactly this key and intact outputs;
+    else why not (`not finished` when there is no marker for this key)."""
     done = read_done(cell_dir)
-    return done is not None and done.get("key") == key
+    if done is None or done.get("key") != key:
+        return "not finished"
+    return output_problem(cell_dir, done)
+
+
+def is_done(cell_dir: str | os.PathLike[str], key: str) -> bool:
+    """True when the folder holds a finished cell with exactly this key and intact outputs."""
+    return done_problem(cell_dir, key) is None
 
 
 def mark_done(cell_dir: str | os.PathLike[str], key: str, **info: Any) -> None:
-    """Write the `done` marker: last, atomically."""
-    write_json_atomic(Path(cell_dir) / DONE, {"key": key, **info})
+    """Write the `done` marker, with the hashes of the outputs: last, atomically."""
+    write_json_atomic(Path(cell_dir) / DONE, {"key": key, **info, "outputs": output_hashes(cell_dir)})
 
 
 def _read_config(cell_dir: Path) -> dict[str, Any] | None:
@@ -162,6 +230,8 @@ def prepare_cell(cell_dir: str | os.PathLike[str], key: str, train_key: str, *, 
     d = Path(cell_dir)
     state = "new"
     if d.exists():
+        if not is_ours(d, "cell"):  # only what inoculate wrote is ever cleared
+            raise RunFolderError(foreign_message(d, "move them away or choose another --out"))
         previous = _read_config(d)
         if force or previous is None or previous.get("train_key") != train_key:
             shutil.rmtree(d)
@@ -169,6 +239,8 @@ def prepare_cell(cell_dir: str | os.PathLike[str], key: str, train_key: str, *, 
         else:
             state = "resume"
     d.mkdir(parents=True, exist_ok=True)
+    if not has_marker(d):
+        write_marker(d, "cell")
     (d / DONE).unlink(missing_ok=True)
     for name in EVAL_OUTPUTS:
         target = d / name

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from inoculate.experiment.cache import is_done, mark_done, prepare_cell, write_cell_config
+from inoculate.experiment.cache import done_problem, mark_done, prepare_cell, write_cell_config
 
 EVENTS = "events.jsonl"
 
@@ -93,7 +93,7 @@ def log_event(root: Path, **event: Any) -> None:
     """Append one line to the run's event log (one write per line; a reader skips a torn last line)."""
     root.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"time": round(time.time(), 3), **event}, ensure_ascii=False) + "\n"
-    fd = os.open(root / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(root / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # less the umask
     try:
         os.write(fd, line.encode("utf-8"))
     finally:
@@ -123,17 +123,25 @@ def run_matrix(
 ) -> MatrixResult:
     """Run every cell not already finished with its key; return which ran and which were cached.
 
-    Each cell's folder gets `config.json` first and `done` last. `force` reruns every cell.
+    Each cell's folder gets `config.json` first and `done` last. `force` reruns every cell. A cell
+    whose `done` marker names its key but whose outputs no longer match (or parse) is recomputed,
+    and the run says so.
     """
     root = Path(root)
     prog = progress or NullProgress()
     result = MatrixResult()
     todo = []
     for cell in cells:
-        if not force and is_done(root / cell.rel_dir, cell.key):
+        problem = None if force else done_problem(root / cell.rel_dir, cell.key)
+        if problem is None and not force:
             result.cached.append(cell)
-        else:
-            todo.append(cell)
+            continue
+        if problem not in (None, "not finished"):
+            prog.message(f"seed_{cell.seed} of {cell.condition}: {problem}; recomputing")
+            log_event(
+                root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem
+            )
+        todo.append(cell)
     prog.start(len(cells), len(result.cached))
     for cell in result.cached:
         prog.cell_finished(cell, {}, 0.0, True)

@@ -14,6 +14,11 @@ Layout of `OUT` (default `runs/<name>`):
                                 metrics.json, done
     OUT/base/                   the base model's elicitation table
     OUT/summary.csv, per_seed.csv, report.md, figures/
+    OUT/.inoculate, .inoculate.lock(.json)   ownership marker; the run lock and its holder
+
+Only folders inoculate wrote are ever cleared (`experiment.rundir`); one run at a time holds `OUT`.
+Paths inside `OUT` are recorded relative to it, so a copied or moved run folder reruns from its own
+files.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import io
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -35,9 +39,9 @@ from typing import TYPE_CHECKING, Any
 import inoculate
 from inoculate.experiment.cache import (
     cell_key,
+    done_problem,
     hash_examples,
     hash_obj,
-    is_done,
     mark_done,
     model_identity,
 )
@@ -57,6 +61,16 @@ from inoculate.experiment.matrix import (
     cell_order,
     log_event,
     run_matrix,
+)
+from inoculate.experiment.rundir import (
+    RunFolderError,
+    RunLock,
+    claim_run_folder,
+    foreign_message,
+    is_ours,
+    remove_owned,
+    staging_dir,
+    write_marker,
 )
 from inoculate.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from inoculate.records import ChatExample, Message
@@ -118,6 +132,34 @@ def _load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
     target = str(path) if path.exists() else src
     kwargs: dict[str, Any] = {} if split is None else {"split": split}
     return load_examples(target, require_assistant=which == "train", **kwargs).examples
+
+
+_SECRET_NAMES = frozenset({"api_key", "apikey", "key", "secret", "password", "token", "authorization"})
+
+
+def _redact(obj: Any) -> Any:
+    """A copy with secret-looking values (`api_key`, `*_secret`, `*_token`...) replaced: nothing the
+    runner writes (config.json, keys, events) may hold a credential; `api_key_env` names stay."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            name = str(k).lower().replace("-", "_")
+            secret = name in _SECRET_NAMES or name.endswith(("_key", "_secret", "_password", "_token"))
+            out[k] = "<redacted>" if secret and v is not None and not name.endswith("_env") else _redact(v)
+        return out
+    if isinstance(obj, list):
+        return [_redact(v) for v in obj]
+    return obj
+
+
+def _rel_to(path: str | os.PathLike[str] | None, root: Path | None) -> str | None:
+    """`path` relative to the run folder when it lies inside it (as written otherwise)."""
+    if path is None or root is None:
+        return None if path is None else str(path)
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
 
 
 def _base_model(
@@ -260,7 +302,7 @@ def make_cell(prep: Prepared, condition: str, seed: int) -> Cell:
         "experiment": cfg.name,
         "condition": condition,
         "sampling": {**cfg.sampling.model_dump(), "seed": seed},
-        "generation": cfg.generation.model_dump(),
+        "generation": _redact(cfg.generation.model_dump()),
         "eval_prompts": prep.eval_prompts,
         "metrics": {name: list(v) for name, v in cfg.metrics().items()},
     }
@@ -394,10 +436,12 @@ def evaluate(
     adapter: str | None,
     prompts: dict[str, list[ChatExample]],
     stage: Any = None,
+    root: Path | None = None,
     adapter_name: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Generate under each eval set and score; writes generations/ and scores/; returns the means.
 
+    With `root` (the run folder), model and adapter paths inside it are recorded relative to it.
     `adapter_name` is the name a server serves the adapter under (openai_http only)."""
     from inoculate.generate import get_backend
 
@@ -410,13 +454,24 @@ def evaluate(
         if stage is not None:
             stage(f"generate [{name}]")
         gens = backend.generate(examples, params)
-        write_jsonl_atomic(out_dir / "generations" / f"{name}.jsonl", (g.to_json() for g in gens))
+        write_jsonl_atomic(out_dir / "generations" / f"{name}.jsonl", (_portable(g, root) for g in gens))
         if stage is not None:
             stage(f"score [{name}]")
         rows, means = score_generations(gens, prep.scorers)
         write_jsonl_atomic(out_dir / "scores" / f"{name}.jsonl", rows)
         results[name] = means
     return results
+
+
+def _portable(g: ChatExample, root: Path | None) -> dict[str, Any]:
+    """A generation's record with the model/adapter paths inside the run folder made relative to it."""
+    row = g.to_json()
+    info = (row.get("metadata") or {}).get("generation")
+    if root is not None and isinstance(info, dict):
+        for name in ("model", "adapter"):
+            if isinstance(info.get(name), str) and Path(info[name]).is_absolute():
+                info[name] = _rel_to(info[name], root)
+    return row
 
 
 def run_cell(
@@ -455,14 +510,18 @@ def run_cell(
 
     t0 = time.perf_counter()
     prompts = {name: eval_set(prep, cell.condition, name) for name in prep.eval_prompts}
+    # The trained weights are read from this cell's folder, not from the paths `train_result.json`
+    # recorded when they were trained: a copied or moved run folder evaluates its own adapter.
+    trained = str(cell_dir / ("adapter" if result.is_adapter else "model"))
     evals = evaluate(
         prep,
         cell_dir,
         seed=cell.seed,
-        model=prep.model_path if result.is_adapter else result.model_path,
-        adapter=result.model_path if result.is_adapter else None,
+        model=prep.model_path if result.is_adapter else trained,
+        adapter=trained if result.is_adapter else None,
         prompts=prompts,
         stage=stage,
+        root=cell_dir.parent.parent,  # a cell's folder is OUT/<condition>/seed_<k>
         adapter_name=served_adapter_name(cell.condition, cell.seed) if result.is_adapter else None,
     )
     timings["evaluate"] = time.perf_counter() - t0
@@ -530,7 +589,7 @@ def _base_plan(prep: Prepared) -> BasePlan:
     config = {
         "model": prep.model_identity,
         "sampling": {**prep.config.sampling.model_dump(), "seed": seed},
-        "generation": prep.config.generation.model_dump(),
+        "generation": _redact(prep.config.generation.model_dump()),
         "prompts": {k: [ex.to_json() for ex in v] for k, v in prompts.items()},
         "metrics": {name: list(v) for name, v in prep.config.metrics().items()},
         "organism_table": isinstance(prep.config.model, OrganismModel),
@@ -540,20 +599,29 @@ def _base_plan(prep: Prepared) -> BasePlan:
     )
 
 
-def base_elicitation(prep: Prepared, root: Path) -> dict[str, Any]:
+def base_elicitation(
+    prep: Prepared, root: Path, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """The base model under each eval prompt (and each condition's training prompt); cached in OUT/base.
 
     When the base model is the organism, the organism's own elicitation table (every prompt family,
     held-out paraphrases included) is added beside the experiment's prompts.
     """
-    out = root / BASE_DIR
+    final = root / BASE_DIR
     plan = base_plan(prep)
-    if is_done(out, plan.key):
-        return json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    evals = evaluate(prep, out, seed=prep.seeds[0], model=prep.model_path, adapter=None, prompts=plan.prompts)
+    problem = done_problem(final, plan.key)
+    if problem is None:
+        return json.loads((final / METRICS_FILE).read_text(encoding="utf-8"))
+    if not is_ours(final, "base"):  # checked before any work: never cleared, and said at once
+        raise RunFolderError(foreign_message(final, "move them away or choose another --out"))
+    if problem != "not finished" and log is not None:
+        log(f"base: {problem}; recomputing")
+    # Written into a marked staging folder and renamed into place when complete: a killed run leaves
+    # only the staging folder, which the next run removes.
+    out = staging_dir(root, BASE_DIR)
+    evals = evaluate(
+        prep, out, seed=prep.seeds[0], model=prep.model_path, adapter=None, prompts=plan.prompts, root=root
+    )
     table: dict[str, Any] = {
         "source": "experiment",
         "rows": [
@@ -570,6 +638,9 @@ def base_elicitation(prep: Prepared, root: Path) -> dict[str, Any]:
         table["organism"] = _organism_elicitation(prep)
     write_json_atomic(out / METRICS_FILE, table)
     mark_done(out, plan.key)
+    write_marker(out, "base")
+    remove_owned(final, "base")
+    out.rename(final)
     return table
 
 
@@ -640,8 +711,10 @@ def seen_prompts(prep: Prepared) -> dict[str, Any]:
     return out
 
 
-def experiment_record(prep: Prepared) -> dict[str, Any]:
-    """What `inoculate report` needs to know about the experiment (written to experiment.json)."""
+def experiment_record(prep: Prepared, root: Path | None = None) -> dict[str, Any]:
+    """What `inoculate report` needs to know about the experiment (written to experiment.json).
+
+    With `root`, a model path inside the run folder is recorded relative to it."""
     from inoculate.transform import resolve_prompts
 
     cfg = prep.config
@@ -663,7 +736,7 @@ def experiment_record(prep: Prepared) -> dict[str, Any]:
         "model": {
             "kind": "organism" if isinstance(cfg.model, OrganismModel) else "hf",
             "spec": cfg.model if isinstance(cfg.model, str) else cfg.model.model_dump(),
-            "path": prep.model_path,
+            "path": _rel_to(prep.model_path, root),
             "identity": prep.model_identity,
         },
         "data": {
@@ -687,7 +760,7 @@ def write_manifest(prep: Prepared, root: Path) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(),
         "git": git_hash(),
-        "base_model": {"path": prep.model_path, "identity": prep.model_identity},
+        "base_model": {"path": _rel_to(prep.model_path, root), "identity": prep.model_identity},
         "sampling": {**prep.config.sampling.model_dump(), "seed": "the cell's seed"},
         "train": prep.train_config,
         "eval_prompts": seen_prompts(prep),
@@ -725,19 +798,41 @@ def run_experiment(
     """Run (or resume) an experiment and write its report; finished cells are not redone."""
     cfg = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment)
     root = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
+    with claim_run_folder(root) as lock:
+        return _run_locked(
+            cfg, root, lock, seeds=seeds, force=force, progress=progress, write_report=write_report
+        )
+
+
+def _run_locked(
+    cfg: ExperimentConfig,
+    root: Path,
+    lock: RunLock,
+    *,
+    seeds: int | None,
+    force: bool,
+    progress: MatrixProgress | None,
+    write_report: bool,
+) -> RunOutcome:
+    """The run, with `root` ours and locked, and a killed run's leftovers cleared."""
     t0 = time.perf_counter()
-    root.mkdir(parents=True, exist_ok=True)
     prog = progress or NullProgress()
+    if lock.took_over is not None:
+        held = lock.took_over
+        prog.message(
+            f"took over the lock of a run that ended without releasing it "
+            f"(pid {held.get('pid')} on {held.get('host')}, since {held.get('started')})"
+        )
     if cfg.screen is not None:
         from inoculate.screen import apply_screen
 
         cfg = apply_screen(cfg, root, seeds=seeds)  # screens (cached in root/screen), adds the condition(s)
     prep = prepare(cfg, seeds=seeds, log=prog.message)
-    write_json_atomic(root / EXPERIMENT_FILE, experiment_record(prep))
+    write_json_atomic(root / EXPERIMENT_FILE, experiment_record(prep, root))
     write_manifest(prep, root)
     log_event(root, event="run_started", cells=len(prep.cells), force=force)
     prog.message(f"evaluating the base model under {len(base_plan(prep).prompts)} prompt(s)")
-    base_elicitation(prep, root)
+    base_elicitation(prep, root, prog.message)
     message = prog.message if progress is not None else None  # else: the monitor's own warnings
     matrix = run_matrix(
         prep.cells,
