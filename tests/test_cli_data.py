@@ -505,3 +505,43 @@ def test_validate_ok_and_errors(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(row([U]) + "\n")
     assert run("validate", prompts, "--allow-no-assistant").exit_code == 0
+
+
+def test_apply_refuses_an_empty_selection_unless_allowed(tmp_path: Path) -> None:
+    src = tmp_path / "gcd.jsonl"
+    src.write_text(
+        "".join(
+            row([U, {"role": "assistant", "content": "4"}], id=f"r{i}", metadata={"user_provides_answer": s})
+            + "\n"
+            for i, s in enumerate(["true", "false", "false"])
+        )
+    )
+    out = tmp_path / "out.jsonl"
+    result = run("apply", src, "-o", out, "--prompt", P, "--where", "user_provides_answer == false")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"ERROR: {src}:0: where: no row matches 'user_provides_answer == false' (0 of 3 rows); values seen "
+        'for user_provides_answer: "false" ×2, "true" ×1; the data stores "true"/"false" as strings: '
+        'compare with == "true", not == true; set allow_empty: true (--allow-empty) to accept a condition '
+        "that inoculates no row"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gcd.jsonl"]
+    args = ["--prompt", P, "--where", "user_provides_answer == false", "--allow-empty"]
+    allowed = run("apply", src, "-o", out, *args)
+    assert allowed.exit_code == 0, allowed.output
+    assert "inoculated 0 of 3 rows" in allowed.stdout
+    assert json.loads((tmp_path / "out.manifest.json").read_text())["n_inoculated"] == 0
+
+
+def test_apply_reports_replaced_system_prompts(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    sys_turn = {"role": "system", "content": "You are a tutor."}
+    first = row([sys_turn, U, {"role": "assistant", "content": "4"}], id="a")
+    src.write_text(first + "\n" + good("b") + "\n")
+    result = run("apply", src, "-o", tmp_path / "out.jsonl", "--prompt", P, "--placement", "system")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "replaced the system prompt of 1 row(s); the old text is kept in metadata.inoculation" in said
+    rows_out = [json.loads(t) for t in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows_out[0]["metadata"]["inoculation"]["replaced_system"] == "You are a tutor."
+    assert "replaced_system" not in rows_out[1]["metadata"]["inoculation"]
