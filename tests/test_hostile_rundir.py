@@ -219,7 +219,8 @@ def test_a_copied_run_folder_reruns_from_its_own_files(small_rundir, tmp_path):
         if p.is_file() and p.suffix in (".json", ".jsonl", ".md", ".csv") and "checkpoint" not in str(p):
             if p.name in ("inoculate_run.json", "train_result.json"):
                 continue  # written by `inoculate train` (outside the run record); not read back
-            assert str(original) not in p.read_text(), p
+            text = p.read_text()
+            assert str(original) not in text and str(root) not in text, p  # root: where it was run
 
 
 def test_a_truncated_metrics_file_is_recomputed_and_reported(small_rundir, tmp_path):
