@@ -351,3 +351,52 @@ def test_data_source_with_split_missing_path(tmp_path):
     assert errors == [
         f"ERROR: {path}:8: data.eval.path: no such file or folder: {tmp_path / 'nowhere.jsonl'}"
     ]
+
+
+# --- `inoculate train --config FILE`: the same line-mapped reader and located TrainConfig errors ----
+
+
+def _train_refused(tmp_path: Path, text: str) -> tuple[Path, list[str]]:
+    from inoculate.cli import app
+
+    data = tmp_path / "d.jsonl"
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"}]
+    data.write_text(json.dumps({"messages": msgs}) + "\n")
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app, ["train", str(data), "-m", "no/model", "-o", str(out), "--config", str(cfg)]
+    )
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()
+    return cfg, [ln for ln in res.output.splitlines() if ln.startswith("ERROR: ")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "max_steps: 3\nlearning_rate: fast\n",
+            "2: learning_rate: Input should be a valid number, unable to parse string as a number",
+        ),
+        (
+            "max_steps: 3\nmax_steps: 4\n",
+            "2: max_steps: duplicate key 'max_steps' (first on line 1); each key may appear once",
+        ),
+        (
+            "max_steps: 3\nlora_rnk: 4\n",
+            "2: lora_rnk: unknown training option (not a TrainConfig, SFTConfig or LoraConfig field)",
+        ),
+        (
+            "max_steps: 3\nwarmup_steps: 2\nwarmup_ratio: 0.1\n",
+            "2: warmup_steps: set warmup_ratio or warmup_steps, not both",
+        ),
+        ("max_steps: &n 3\n", "1: <yaml>: YAML anchor '&n' is not allowed" + _NO_ALIASES),
+        ("- 1\n- 2\n", "1: <yaml>: expected a mapping of training options"),
+    ],
+)
+def test_train_config_errors_are_located(tmp_path, text, expected):
+    cfg, errors = _train_refused(tmp_path, text)
+    assert errors == [f"ERROR: {cfg}:{expected}"]

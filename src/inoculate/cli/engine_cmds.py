@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
 
 from inoculate.cli._app import UserError, app, console, handle_errors
+
+if TYPE_CHECKING:
+    from inoculate.errors import InputError
+    from inoculate.experiment.yamlio import LineMap
 
 _TRAIN_HELP = """Fine-tune MODEL on the final assistant turn of each example in DATA (LoRA by default).
 
@@ -39,6 +44,50 @@ def _validation_message(e: ValidationError) -> str:
         msg = str(err["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
+
+
+def _config_file_errors(loaded: dict[str, Any], lines: LineMap, overridden: set[str]) -> list[InputError]:
+    """FILE:LINE: FIELD errors for the `--config` file's own options (those no flag overrides): each
+    TrainConfig field checked against its type and range, each other name routed to SFTConfig or
+    LoraConfig (unknown names refused). Rules across options are checked with the flags, later."""
+    from inoculate.train import TrainConfig, _route_extra
+
+    own = set(TrainConfig.model_fields) - {"extra"}
+    mine = {k: v for k, v in loaded.items() if k not in overridden}
+    errors: list[InputError] = []
+    try:
+        TrainConfig.model_validate({"output_dir": ".", **{k: v for k, v in mine.items() if k in own}})
+    except ValidationError as e:
+        errors += [err for err in lines.from_validation(e) if err.field != "<file>"]
+    extras = [((k,), k, v) for k, v in mine.items() if k not in own and k != "extra"]
+    nested = mine.get("extra")
+    if isinstance(nested, dict):
+        extras += [(("extra", str(k)), str(k), v) for k, v in nested.items()]
+    elif nested is not None:
+        errors.append(lines.error(("extra",), "expected a mapping of SFTConfig / LoraConfig options"))
+    for where, key, value in extras:
+        try:
+            _route_extra({key: value})
+        except ValueError:
+            why = (
+                "a TrainConfig field: set it at the top level"
+                if key in own
+                else "unknown training option (not a TrainConfig, SFTConfig or LoraConfig field)"
+            )
+            errors.append(lines.error(where, why))
+    return errors
+
+
+def _whole_config_errors(e: ValidationError, lines: LineMap, from_file: list[str]) -> list[InputError]:
+    """Errors of rules across options (no field in their location), at the first file key they name."""
+    out = []
+    for err in e.errors(include_url=False):
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        named = [k for k in from_file if re.search(rf"\b{re.escape(k)}\b", msg)]
+        if err["loc"] or not named:
+            return []
+        out.append(lines.error((named[0],), msg))
+    return out
 
 
 def parse_option_flags(args: list[str], bool_fields: set[str]) -> dict[str, Any]:
@@ -87,22 +136,27 @@ def train_cmd(
 ) -> None:
     import sys
 
-    import yaml
-
     from inoculate.errors import InputError, InputErrors
+    from inoculate.experiment.yamlio import load_yaml
     from inoculate.formats import read_examples
     from inoculate.train import TrainConfig, train
 
     options: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
+    lines: LineMap | None = None
     if config is not None:
-        if not config.is_file():
-            raise UserError(f"{config}: no such file")
-        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"{config}: expected a mapping of training options")
+        data_, lines = load_yaml(config)  # FILE:LINE errors: syntax, duplicate keys, aliases
+        if data_ is not None and not isinstance(data_, dict):
+            raise InputErrors.one(str(config), 1, "<yaml>", "expected a mapping of training options")
+        loaded = dict(data_ or {})
         options.update(loaded)
     bool_fields = {k for k, f in TrainConfig.model_fields.items() if f.annotation in (bool, "bool")}
-    options.update(parse_option_flags(list(ctx.args), bool_fields | {"bf16", "fp16"}))
+    flags = parse_option_flags(list(ctx.args), bool_fields | {"bf16", "fp16"})
+    options.update(flags)
+    if lines is not None:
+        file_errors = _config_file_errors(loaded, lines, set(flags))
+        if file_errors:
+            raise InputErrors(file_errors)
     if isinstance(options.get("lora_target_modules"), str) and "," in options["lora_target_modules"]:
         options["lora_target_modules"] = [s.strip() for s in options["lora_target_modules"].split(",")]
     if chat_template is not None:
@@ -113,6 +167,10 @@ def train_cmd(
     try:
         cfg = TrainConfig(**options, output_dir=str(output), extra=extra)
     except ValidationError as e:
+        if lines is not None:  # a rule on several options (warmup_ratio with warmup_steps, ...)
+            located = _whole_config_errors(e, lines, [k for k in loaded if k not in flags])
+            if located:
+                raise InputErrors(located) from None
         raise UserError(_validation_message(e)) from None
     examples, errors = read_examples(data, skip_invalid=skip_invalid, split=split)
     if errors:
