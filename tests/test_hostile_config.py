@@ -400,3 +400,16 @@ def _train_refused(tmp_path: Path, text: str) -> tuple[Path, list[str]]:
 def test_train_config_errors_are_located(tmp_path, text, expected):
     cfg, errors = _train_refused(tmp_path, text)
     assert errors == [f"ERROR: {cfg}:{expected}"]
+
+
+def test_seeds_flag_has_the_same_limit(tmp_path):
+    from inoculate.cli import app
+    from inoculate.cli.experiment_cmds import _MAX_SEEDS
+    from inoculate.experiment.config import MAX_SEEDS
+
+    assert _MAX_SEEDS == MAX_SEEDS
+    path = _write(tmp_path, BASE)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--seeds", "1000000000"])
+    assert res.exit_code == 2 and "--seeds" in res.output
+    assert not out.exists()

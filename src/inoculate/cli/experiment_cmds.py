@@ -64,6 +64,7 @@ def _run(experiment: object, out: Path | None, seeds: int | None, force: bool, c
 
 
 _SEEDS_HELP = "Run seeds 0..N-1 instead of the experiment's seeds."
+_MAX_SEEDS = 100  # inoculate.experiment.config.MAX_SEEDS (not imported here: the CLI starts light)
 _CHECK_HELP = (
     f"Exit with status {EXIT_EXPECTATION_FAILED} if a declared expectation fails or cannot be checked."
 )
@@ -74,7 +75,7 @@ _CHECK_HELP = (
 def run_cmd(
     experiment: Path = typer.Argument(..., help="Experiment YAML."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>)."),
-    seeds: int | None = typer.Option(None, "--seeds", min=1, help=_SEEDS_HELP),
+    seeds: int | None = typer.Option(None, "--seeds", min=1, max=_MAX_SEEDS, help=_SEEDS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo every cell, even finished ones."),
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
 ) -> None:
@@ -119,7 +120,9 @@ def report_cmd(
 @handle_errors
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
-    seeds: int | None = typer.Option(None, "--seeds", min=1, help="Number of seeds (default 3)."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", min=1, max=_MAX_SEEDS, help="Number of seeds (default 3)."
+    ),
     force: bool = typer.Option(False, "--force", help="Redo every cell, even finished ones."),
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
 ) -> None:

@@ -25,7 +25,15 @@ expect:                                   # optional: checked PASS/FAIL in the r
 dynamics: {every: 5, conditions: [inoculate_spanish]}   # optional: learning-dynamics monitor
 ```
 
-`load_experiment` validates the file and reports every problem as FILE:LINE: FIELD: message.
+A data source may also be `{path: FILE_OR_DATASET, split: NAME}` (a dataset split other than the default).
+
+`load_experiment` validates the whole file before anything is written and reports every problem as
+FILE:LINE: FIELD: message: duplicate keys, YAML anchors/aliases (refused: they can expand without
+bound), names that are not plain (`[A-Za-z_][A-Za-z0-9_.-]*`, at most 64 characters), condition
+names the run folder uses itself (`base`, `screen`, `figures`, ...), sizes beyond the limits below
+(`MAX_SEEDS`, `MAX_SAMPLES`, ...), unknown generation backends and options, a missing local model
+folder (a hub id `ORG/NAME` is accepted without network access) and secrets written literally
+(`api_key:`; name the environment variable with `api_key_env:` instead).
 """
 
 from __future__ import annotations
