@@ -413,3 +413,11 @@ def test_seeds_flag_has_the_same_limit(tmp_path):
     res = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--seeds", "1000000000"])
     assert res.exit_code == 2 and "--seeds" in res.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("size", ["0", "-4", "10000000"])
+def test_backend_batch_size_out_of_range(tmp_path, size):
+    text = _edit("batch_size: 8", f"batch_size: {size}")
+    path, errors = _refused(tmp_path, text)
+    line = _line(text, "generation:")
+    assert errors == [f"ERROR: {path}:{line}: generation.batch_size: {size} is out of range: 1 to 4,096"]

@@ -513,6 +513,10 @@ def _model_errors(cfg: ExperimentConfig) -> list[InputError]:
     ]
 
 
+_POSITIVE_OPTIONS = {"batch_size": 4096, "concurrency": 1024, "max_lora_rank": 1024}
+"""Backend options that count something: 1 to this (more sequences at once than fit in 24 GB)."""
+
+
 def _generation_errors(cfg: ExperimentConfig) -> list[InputError]:
     """The backend is registered and each option is one its constructor takes, of the right type."""
     import typing
@@ -544,6 +548,8 @@ def _generation_errors(cfg: ExperimentConfig) -> list[InputError]:
         elif key not in named:
             if not takes_any:
                 errors.append(lm.error(where, f"unknown option for backend {name!r} (known: {known})"))
+        elif key in _POSITIVE_OPTIONS and isinstance(value, int) and not 1 <= value <= _POSITIVE_OPTIONS[key]:
+            errors.append(lm.error(where, f"{value} is out of range: 1 to {_POSITIVE_OPTIONS[key]:,}"))
         elif key in hints:
             try:
                 TypeAdapter(hints[key]).validate_python(value)
