@@ -798,6 +798,7 @@ def run_experiment(
     """Run (or resume) an experiment and write its report; finished cells are not redone."""
     cfg = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment)
     root = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
+    check_conditions(cfg)  # an empty condition is refused before the run folder is touched
     with claim_run_folder(root) as lock:
         return _run_locked(
             cfg, root, lock, seeds=seeds, force=force, progress=progress, write_report=write_report
