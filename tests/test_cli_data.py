@@ -522,7 +522,7 @@ def test_apply_refuses_an_empty_selection_unless_allowed(tmp_path: Path) -> None
     assert result.stderr.splitlines()[0] == (
         f"ERROR: {src}:0: where: no row matches 'user_provides_answer == false' (0 of 3 rows); values seen "
         'for user_provides_answer: "false" ×2, "true" ×1; the data stores "true"/"false" as strings: '
-        'compare with == "true", not == true; set allow_empty: true (--allow-empty) to accept a condition '
+        'compare with == "false", not == false; set allow_empty: true (--allow-empty) to accept a condition '
         "that inoculates no row"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gcd.jsonl"]

@@ -526,7 +526,7 @@ def test_where_matching_nothing_shows_the_values_seen_with_their_types() -> None
     assert input_errors(e) == [
         "gcd.jsonl:0: where: no row matches 'user_provides_answer == false' (0 of 3 rows); "
         'values seen for user_provides_answer: "false" ×2, "true" ×1; the data stores "true"/"false" as '
-        'strings: compare with == "true", not == true; set allow_empty: true (--allow-empty) to accept a '
+        'strings: compare with == "false", not == false; set allow_empty: true (--allow-empty) to accept a '
         "condition that inoculates no row"
     ]
     out, m = apply_inoculation(gcd_rows(), spec(where='user_provides_answer == "false"'))

@@ -392,7 +392,7 @@ class EmptySelectionError(InputErrors):
 
 
 _ALLOW_EMPTY = "set allow_empty: true (--allow-empty) to accept a condition that inoculates no row"
-_BOOL_LITERAL = re.compile(r"(?:==|!=|\bis(?:\s+not)?)\s*(?:true|false|True|False)\b")
+_BOOL_LITERAL = re.compile(r"(?:==|!=|\bis(?:\s+not)?)\s*(true|false|True|False)\b")
 
 
 class _Selector:
@@ -448,8 +448,10 @@ class _Selector:
             strings = any(
                 v.lower() in ('"true"', '"false"') for c in self.tally.counts.values() for v in c
             )
-            if strings and _BOOL_LITERAL.search(spec.where or ""):
-                msg += '; the data stores "true"/"false" as strings: compare with == "true", not == true'
+            literal = _BOOL_LITERAL.search(spec.where or "")
+            if strings and literal:
+                word = literal.group(1).lower()
+                msg += f'; the data stores "true"/"false" as strings: compare with == "{word}", not == {word}'
             return EmptySelectionError(self.source, "where", f"{msg}; {_ALLOW_EMPTY}")
         if self.rx is not None and self.n_selected == 0:
             rows = f"{self.n_rows} rows"
