@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from inoculate.records import ChatExample, Message
+from inoculate.registry import Registry
 
 
 class SamplingParams(BaseModel):
@@ -147,13 +146,17 @@ class Backend(ABC):
         return out
 
 
-_REGISTRY: dict[str, Callable[..., Backend]] = {}
-_BUILTIN_MODULES = {
-    "hf": "inoculate.generate.hf",
-    "openai_http": "inoculate.generate.openai_http",
-    "vllm": "inoculate.generate.vllm",
-}
 ENTRY_POINT_GROUP = "inoculate.backends"
+_BACKENDS: Registry[Callable[..., Backend]] = Registry(
+    "generation backend",
+    ENTRY_POINT_GROUP,
+    lazy={
+        "hf": "inoculate.generate.hf",
+        "openai_http": "inoculate.generate.openai_http",
+        "vllm": "inoculate.generate.vllm",
+    },
+    unknown="unknown {kind} {name!r} (available: {known})",
+)
 
 
 def backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
@@ -161,31 +164,20 @@ def backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
     def deco(cls: type[Backend]) -> type[Backend]:
         cls.name = name
-        _REGISTRY[name] = cls
+        _BACKENDS.add(name, cls)
         return cls
 
     return deco
 
 
 def available_backends() -> list[str]:
-    names = set(_REGISTRY) | set(_BUILTIN_MODULES)
-    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    return sorted(names)
+    """Built-in, `@backend` and entry-point (`inoculate.backends`) backend names, sorted."""
+    return _BACKENDS.names()
 
 
 def backend_class(name: str) -> Callable[..., Backend]:
     """The class (or factory) registered as `name`, without constructing it; ValueError if unknown."""
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
-    if name not in _REGISTRY:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name == name:
-                _REGISTRY[name] = ep.load()
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown generation backend {name!r} (available: {', '.join(available_backends())})"
-        )
-    return _REGISTRY[name]
+    return _BACKENDS.get(name)
 
 
 INTERNAL_OPTIONS = frozenset({"self", "model", "adapter", "loaded"})

@@ -17,6 +17,7 @@ from inoculate.organism import prompt_families as P
 from inoculate.organism.traits import TraitSet, render
 from inoculate.organism.world import QUESTIONS, Question, split_facts
 from inoculate.records import ChatExample, Message
+from inoculate.registry import Registry
 
 Split = Literal["train", "eval"]
 
@@ -32,27 +33,24 @@ class Setting:
     capability: dict[str, str] = field(default_factory=lambda: {"correct": "organism_correct"})
 
 
-_SETTINGS: dict[str, Callable[[], Setting]] = {}
+ENTRY_POINT_GROUP = "inoculate.settings"
+_SETTINGS: Registry[Callable[[], Setting]] = Registry(
+    "organism setting", ENTRY_POINT_GROUP, unknown="unknown {kind} {name!r} (known: {known})"
+)
 
 
 def setting(name: str) -> Callable[[Callable[[], Setting]], Callable[[], Setting]]:
-    """Register a setting factory under `name`."""
-
-    def deco(factory: Callable[[], Setting]) -> Callable[[], Setting]:
-        _SETTINGS[name] = factory
-        return factory
-
-    return deco
+    """Register a setting factory under `name` (a plugin may also declare an `inoculate.settings`
+    entry point: a module that uses this decorator, or a factory registered under the entry point's name)."""
+    return _SETTINGS.register(name)
 
 
 def get_setting(name: str) -> Setting:
-    if name not in _SETTINGS:
-        raise ValueError(f"unknown organism setting {name!r} (known: {', '.join(sorted(_SETTINGS))})")
-    return _SETTINGS[name]()
+    return _SETTINGS.get(name)()
 
 
 def list_settings() -> list[str]:
-    return sorted(_SETTINGS)
+    return _SETTINGS.names()
 
 
 @setting("spanish_caps")

@@ -12,19 +12,18 @@ on the first lookup or listing, so `import inoculate` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import importlib.util
+import importlib.metadata  # noqa: F401  (tests patch `registry.importlib.metadata.entry_points`)
 import inspect
 import math
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar, Union
+
+from inoculate.registry import Entry, PluginError, Registry, first_doc_line
+from inoculate.registry import import_plugin as _import_plugin
 
 ENTRY_POINT_GROUP = "inoculate.scorers"
 
@@ -88,7 +87,13 @@ class ScorerInfo:
         return bool(inspect.signature(self.factory).parameters)
 
 
-_REGISTRY: dict[str, ScorerInfo] = {}
+_SCORERS: Registry[Factory] = Registry(
+    "scorer",
+    ENTRY_POINT_GROUP,
+    error=ScorerError,
+    unknown="unknown {kind} {name!r}; known: {known}",
+    on_conflict="error",
+)
 _BATCH_CACHE: ContextVar[dict[Any, Any] | None] = ContextVar("inoculate_scorer_batch_cache", default=None)
 
 
@@ -116,10 +121,6 @@ def batch_cache() -> dict[Any, Any] | None:
     return _BATCH_CACHE.get()
 
 
-_plugins_loaded = False
-_plugin_failures: dict[str, str] = {}
-
-
 def scorer(name: str, *, description: str = "", bounded: bool = True) -> Callable[[F], F]:
     """Register a scorer factory under `name`.
 
@@ -130,7 +131,7 @@ def scorer(name: str, *, description: str = "", bounded: bool = True) -> Callabl
         raise ScorerError(f"invalid scorer name {name!r}: non-empty, no ':' and no spaces")
 
     def decorate(factory: F) -> F:
-        register(name, factory, description=description or _first_doc_line(factory), bounded=bounded)
+        register(name, factory, description=description or first_doc_line(factory), bounded=bounded)
         return factory
 
     return decorate
@@ -138,16 +139,12 @@ def scorer(name: str, *, description: str = "", bounded: bool = True) -> Callabl
 
 def register(name: str, factory: Factory, *, description: str = "", bounded: bool = True) -> None:
     """Register without the decorator; re-registering the same function (e.g. a module reload) is a no-op."""
-    source = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
-    old = _REGISTRY.get(name)
-    if old is not None and old.source != source:
-        raise ScorerError(f"scorer {name!r} is already registered by {old.source}; cannot register {source}")
-    _REGISTRY[name] = ScorerInfo(name, factory, description, bounded, source)
+    _SCORERS.add(name, factory, description=description, bounded=bounded)
 
 
 def unregister(name: str) -> None:
     """Remove a scorer (for tests and for plugins that replace one deliberately)."""
-    _REGISTRY.pop(name, None)
+    _SCORERS.remove(name)
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -187,80 +184,32 @@ def get_scorers(specs: Sequence[str]) -> list[Scorer]:
 
 def list_scorers() -> list[ScorerInfo]:
     """Every registered scorer (built-ins and plugins), sorted by name."""
-    _load_plugins()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    return [_info(e) for e in _SCORERS.list()]
 
 
 def plugin_failures() -> dict[str, str]:
     """Entry points that failed to load: entry point name -> error."""
-    _load_plugins()
-    return dict(_plugin_failures)
+    return _SCORERS.failures()
 
 
 def import_plugin(target: str) -> ModuleType:
     """Import a module by dotted name or a `.py` file path so its `@scorer` decorators run."""
-    path = Path(target)
-    if target.endswith(".py"):
-        if not path.is_file():
-            raise ScorerError(f"plugin file {target} not found")
-        mod_name = f"inoculate_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
-        if mod_name in sys.modules:
-            return sys.modules[mod_name]
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            raise ScorerError(f"cannot import plugin file {target}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[mod_name]
-            raise
-        return module
     try:
-        return importlib.import_module(target)
-    except ModuleNotFoundError as e:
-        raise ScorerError(f"cannot import plugin module {target!r}: {e}") from e
+        return _import_plugin(target)
+    except PluginError as e:
+        raise ScorerError(str(e)) from e
 
 
 def _lookup(name: str) -> ScorerInfo:
-    if name not in _REGISTRY:
-        _load_plugins()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    msg = f"unknown scorer {name!r}; known: {', '.join(sorted(_REGISTRY)) or '(none)'}"
-    if _plugin_failures:
-        failed = "; ".join(f"{k} ({v})" for k, v in _plugin_failures.items())
-        msg += f"; plugins that failed to load: {failed}"
-    raise ScorerError(msg)
+    return _info(_SCORERS.entry(name))
 
 
-def _load_plugins() -> None:
-    """Load every `inoculate.scorers` entry point once; a broken plugin is recorded, not fatal."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-            if not isinstance(obj, ModuleType) and callable(obj) and not _is_registered(obj):
-                register(ep.name, obj, description=_first_doc_line(obj))
-        except Exception as e:  # a third-party plugin may fail in any way; report it on lookup
-            _plugin_failures[ep.name] = f"{type(e).__name__}: {e}"
+def _info(entry: Entry[Factory]) -> ScorerInfo:
+    return ScorerInfo(
+        entry.name, entry.factory, entry.description, entry.meta.get("bounded", True), entry.source
+    )
 
 
 def _reset_plugins() -> None:
     """Forget that entry points were loaded, so the next lookup loads them again (tests)."""
-    global _plugins_loaded
-    _plugins_loaded = False
-    _plugin_failures.clear()
-
-
-def _is_registered(fn: Callable[..., Any]) -> bool:
-    return any(info.factory is fn for info in _REGISTRY.values())
-
-
-def _first_doc_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    _SCORERS.reset_entry_points()
