@@ -348,6 +348,52 @@ def candidates_from_list(items: Sequence[Any], *, file: str = "<candidates>") ->
     return out
 
 
+def candidates_from(
+    file: str | os.PathLike[str] | None = None,
+    texts: Sequence[str] = (),
+    *,
+    prompt_field: str | None = None,
+) -> list[Candidate]:
+    """The candidates of a prompt file (`load_candidates`) followed by each of `texts` (`--candidate`).
+
+    A text is named `c{i}` by its position after the file's candidates, with `_` appended until the
+    name is not one the file already uses. ValueError when there is no candidate at all, or a
+    `prompt_field` without a file (the field belongs to the file's objects).
+    """
+    if prompt_field is not None and file is None:
+        raise ValueError("--prompt-field names a field of the CANDIDATES file's objects; give the file")
+    cands = load_candidates(file, prompt_field) if file is not None else []
+    if texts:
+        taken = {c.name for c in cands}
+        for i, c in enumerate(candidates_from_list(list(texts), file="--candidate"), start=len(cands) + 1):
+            name = f"c{i}"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            cands.append(c.model_copy(update={"name": name}))
+    if not cands:
+        raise ValueError("give candidate prompts: a CANDIDATES file or --candidate TEXT")
+    return cands
+
+
+def measures_from(measures: str | Sequence[str], pick: str = "surprise") -> tuple[list[Measure], Measure]:
+    """`"elicitation,surprise"` (or a list) and the `pick` measure -> (measures, pick), checked.
+
+    ValueError for an unknown or empty measure list or an unknown `pick`; a known `pick` that is not
+    among the measures falls back to the first measure.
+    """
+    items = measures.split(",") if isinstance(measures, str) else list(measures)
+    wanted = [m.strip() for m in items if m.strip()]
+    bad = [m for m in wanted if m not in MEASURES]
+    if bad or not wanted:
+        raise ValueError(f"--measures: unknown {bad or wanted} (choose from {', '.join(MEASURES)})")
+    if pick not in MEASURES:
+        raise ValueError(f"--pick: {pick!r} is not one of {', '.join(MEASURES)}")
+    if pick not in wanted:
+        pick = wanted[0]
+    return wanted, pick  # type: ignore[return-value]
+
+
 def _check_names(cands: Sequence[Candidate], file: str) -> None:
     seen: set[str] = set()
     for c in cands:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inoculate.cli._app import UserError, app, console, err_console, handle_errors
+from inoculate.cli._app import app, console, err_console, handle_errors
 
 
 @app.command("screen")
@@ -66,38 +66,12 @@ def screen_cmd(
     The neutral prompt is always screened as the reference. Candidates that elicit nothing are
     flagged placebo-like; the recommendation follows the stated rule.
     """
-    from inoculate.screen import (
-        MEASURES,
-        ScreenConfig,
-        candidates_from_list,
-        load_candidates,
-        screen_files,
-    )
+    from inoculate.screen import ScreenConfig, candidates_from, measures_from, screen_files
 
-    if prompt_field is not None and candidates_file is None:
-        raise UserError("--prompt-field names a field of the CANDIDATES file's objects; give the file")
-    cands = load_candidates(candidates_file, prompt_field) if candidates_file is not None else []
-    if candidate:
-        extra = candidates_from_list(candidate, file="--candidate")
-        taken = {c.name for c in cands}
-        for i, c in enumerate(extra, start=len(cands) + 1):
-            name = f"c{i}"
-            while name in taken:
-                name += "_"
-            taken.add(name)
-            cands.append(c.model_copy(update={"name": name}))
-    if not cands:
-        raise UserError("give candidate prompts: a CANDIDATES file or --candidate TEXT")
-    wanted = [m.strip() for m in measures.split(",") if m.strip()]
-    bad = [m for m in wanted if m not in MEASURES]
-    if bad or not wanted:
-        raise UserError(f"--measures: unknown {bad or wanted} (choose from {', '.join(MEASURES)})")
-    if pick not in MEASURES:
-        raise UserError(f"--pick: {pick!r} is not one of {', '.join(MEASURES)}")
-    if pick not in wanted:
-        pick = wanted[0]
+    cands = candidates_from(candidates_file, candidate, prompt_field=prompt_field)
+    wanted, pick = measures_from(measures, pick)
     cfg = ScreenConfig(
-        measures=wanted,  # type: ignore[arg-type]
+        measures=wanted,
         n=n,
         samples_per_question=samples,
         max_examples=max_examples,
@@ -106,7 +80,7 @@ def screen_cmd(
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         seed=seed,
-        pick=pick,  # type: ignore[arg-type]
+        pick=pick,
     )
     result = screen_files(
         model,
