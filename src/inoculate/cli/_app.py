@@ -34,6 +34,19 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
     _state["debug"] = debug
 
 
+PLUGIN_HELP = (
+    "Import a module (dotted name) or .py file that registers scorers, organism settings or "
+    "generation backends; repeatable."
+)
+
+
+def plugin_option() -> Any:
+    """The `--plugin MOD` option of every command that looks a scorer, setting or backend up by name;
+    the command imports them with `inoculate.registry.load_plugins` (a module that does not import
+    is one `ERROR:` line naming it and why)."""
+    return typer.Option([], "--plugin", help=PLUGIN_HELP)
+
+
 class UserError(Exception):
     """A problem the user can fix, reported as one `ERROR:` line without a traceback."""
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 from pydantic import ValidationError
 
-from inoculate.cli._app import UserError, app, console, handle_errors
+from inoculate.cli._app import UserError, app, console, handle_errors, plugin_option
+from inoculate.registry import load_plugins
 
 if TYPE_CHECKING:
     from inoculate.errors import InputError
@@ -216,6 +217,7 @@ def generate_cmd(
     tokenizer: str | None = typer.Option(
         None, "--tokenizer", help="openai_http: local tokenizer to record the rendered prompt."
     ),
+    plugin: list[str] = plugin_option(),
 ) -> None:
     """Sample completions of each row's prompt (any final assistant turn is dropped); write chat
     JSONL, with the sampling parameters and the rendered prompt of each row, for `inoculate score`."""
@@ -225,6 +227,7 @@ def generate_cmd(
 
     if system is not None and no_system:
         raise UserError("--system and --no-system exclude each other")
+    load_plugins(plugin)
     params = SamplingParams(
         temperature=temperature,
         top_p=top_p,

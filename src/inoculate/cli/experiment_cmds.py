@@ -8,7 +8,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from inoculate.cli._app import app, console, err_console, handle_errors
+from inoculate.cli._app import app, console, err_console, handle_errors, plugin_option
+from inoculate.registry import load_plugins
 
 EXIT_EXPECTATION_FAILED = 3
 
@@ -78,8 +79,13 @@ def run_cmd(
     seeds: int | None = typer.Option(None, "--seeds", min=1, max=_MAX_SEEDS, help=_SEEDS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo every cell, even finished ones."),
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
+    plugin: list[str] = plugin_option(),
 ) -> None:
-    """Run an experiment's conditions x seeds matrix (resuming finished cells) and write its report."""
+    """Run an experiment's conditions x seeds matrix (resuming finished cells) and write its report.
+
+    Plugins (`--plugin`, then the YAML's `plugins:`) are imported before the YAML is validated.
+    """
+    load_plugins(plugin)
     _run(experiment, out, seeds, force, check)
 
 

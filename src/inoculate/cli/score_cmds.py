@@ -12,11 +12,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from inoculate.cli._app import app, console, handle_errors
+from inoculate.cli._app import app, console, handle_errors, plugin_option
 from inoculate.errors import InputError, InputErrors
 from inoculate.fileio import write_jsonl_atomic
 from inoculate.formats import Loaded, load_examples
-from inoculate.scorers import get_scorers, import_plugin, list_scorers, plugin_failures, score_examples
+from inoculate.registry import load_plugins
+from inoculate.scorers import get_scorers, list_scorers, plugin_failures, score_examples
 
 if TYPE_CHECKING:
     from inoculate.stats import Summary
@@ -104,9 +105,7 @@ def score(
     split: str | None = typer.Option(
         None, "--split", help="Split of a datasets folder or hub id (default train)."
     ),
-    plugin: list[str] = typer.Option(
-        [], "--plugin", help="Import a module or .py file that registers scorers; repeatable."
-    ),
+    plugin: list[str] = plugin_option(),
     bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed for bootstrap intervals."),
 ) -> None:
     """Score the final assistant turn of every row; summarize with 95% intervals.
@@ -118,8 +117,7 @@ def score(
     """
     from inoculate.stats import summarize_rows  # scipy is slow to import; keep `inoculate --help` fast
 
-    for target in plugin:
-        import_plugin(target)
+    load_plugins(plugin)
     scorers = get_scorers(scorer)
     loaded = load_examples(path, skip_invalid=skip_invalid, split=split)
     for err in loaded.errors:
@@ -175,13 +173,10 @@ def _summary_table(summaries: dict[str, Summary], bounded: dict[str, bool], titl
 @handle_errors
 def scorers_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the list as JSON."),
-    plugin: list[str] = typer.Option(
-        [], "--plugin", help="Import a module or .py file that registers scorers; repeatable."
-    ),
+    plugin: list[str] = plugin_option(),
 ) -> None:
     """List the registered trait scorers (built-ins and plugins)."""
-    for target in plugin:
-        import_plugin(target)
+    load_plugins(plugin)
     infos = list_scorers()
     for name, err in plugin_failures().items():
         print(f"WARNING: scorer plugin {name!r} failed to load: {err}", file=sys.stderr)

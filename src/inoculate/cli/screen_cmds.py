@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from inoculate.cli._app import app, console, err_console, handle_errors
+from inoculate.cli._app import app, console, err_console, handle_errors, plugin_option
+from inoculate.registry import load_plugins
 
 
 @app.command("screen")
@@ -60,6 +61,7 @@ def screen_cmd(
     batch_size: int = typer.Option(16, "--batch-size"),
     adapter: str | None = typer.Option(None, "--adapter", help="A PEFT adapter on top of the model."),
     chat_template: str | None = typer.Option(None, "--chat-template", help="Jinja template text or file."),
+    plugin: list[str] = plugin_option(),
 ) -> None:
     """Rank candidate inoculation prompts by elicitation and surprise reduction (see `inoculate.screen`).
 
@@ -68,6 +70,7 @@ def screen_cmd(
     """
     from inoculate.screen import ScreenConfig, candidates_from, measures_from, screen_files
 
+    load_plugins(plugin)
     cands = candidates_from(candidates_file, candidate, prompt_field=prompt_field)
     wanted, pick = measures_from(measures, pick)
     cfg = ScreenConfig(

@@ -57,6 +57,7 @@ from pydantic import (
 
 from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.expect import DEFAULT_EVAL_PROMPT, parse_rule, split_target
+from inoculate.experiment.plugins import load_experiment_plugins
 from inoculate.experiment.yamlio import LineMap, load_yaml
 
 CONDITION_REF = "@condition"
@@ -215,6 +216,9 @@ class GenerationSpec(BaseModel):
 class ExperimentConfig(_Strict):
     name: str
     description: str = ""
+    plugins: list[str] = Field(default_factory=list)
+    """Modules (or `.py` files) imported before the rest is validated: their scorers, organism settings
+    and generation backends are then known by name (`inoculate.experiment.plugins`)."""
     model: ModelSource
     setting: str | None = None
     """The organism setting whose prompt library `@name` references use (default: the data's)."""
@@ -361,6 +365,9 @@ def parse_experiment(
     """Validate parsed YAML; raise `InputErrors` listing every problem with its line."""
     if not isinstance(data, dict):
         raise InputErrors.one(lines.file, 1, "<yaml>", "expected a mapping of experiment fields")
+    plugin_errors = load_experiment_plugins(data, lines, base_dir)
+    if plugin_errors:
+        raise InputErrors(plugin_errors)
     secrets = secret_errors(data, lines)
     try:
         cfg = ExperimentConfig.model_validate(data)
