@@ -447,3 +447,20 @@ def test_language_specs_share_one_detection_pass_per_batch(
     calls.clear()
     score_texts(prompts[:5], texts[:5], get_scorers(["language:es", "language:es/en,es"]))
     assert len(calls) == 2
+
+
+def test_row_seeds_and_clusters_are_read_from_metadata() -> None:
+    from inoculate.errors import InputErrors
+    from inoculate.records import ChatExample
+    from inoculate.scorers.scoring import row_clusters, row_seeds
+
+    def row(i: int, **meta: object) -> ChatExample:
+        return chat("q", "a", id=f"r{i}", **meta)
+
+    plain = [row(0), row(1)]
+    assert row_seeds(plain, [1, 2], "f.jsonl") is None and row_clusters(plain) is None
+    seeded = [row(0, seed=0, generation={"source_id": "p"}), row(1, seed=1)]
+    assert row_seeds(seeded, [1, 2], "f.jsonl") == [0, 1]
+    assert row_clusters(seeded) == [("prompt", "p"), ("row", 1)]
+    with pytest.raises(InputErrors, match="f.jsonl:2: metadata.seed: missing"):
+        row_seeds([row(0, seed=0), row(1)], [1, 2], "f.jsonl")

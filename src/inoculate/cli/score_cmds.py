@@ -13,11 +13,12 @@ from rich.table import Table
 from rich.text import Text
 
 from inoculate.cli._app import app, console, handle_errors, plugin_option
-from inoculate.errors import InputError, InputErrors
+from inoculate.errors import InputErrors
 from inoculate.fileio import write_jsonl_atomic
-from inoculate.formats import Loaded, load_examples
+from inoculate.formats import load_examples
 from inoculate.registry import load_plugins
 from inoculate.scorers import get_scorers, list_scorers, plugin_failures, score_examples
+from inoculate.scorers.scoring import row_clusters, row_seeds
 
 if TYPE_CHECKING:
     from inoculate.stats import Summary
@@ -26,43 +27,6 @@ if TYPE_CHECKING:
 def _num(x: float) -> float | None:
     """JSON has no NaN: not-scorable values and undefined bounds are written as null."""
     return None if math.isnan(x) else x
-
-
-def _seeds(loaded: Loaded) -> list[Any] | None:
-    """`metadata.seed` of every row, or None when no row has one; some-but-not-all is an error."""
-    have = ["seed" in ex.metadata for ex in loaded.examples]
-    if not any(have):
-        return None
-    errors = []
-    for ex, line, has in zip(loaded.examples, loaded.lines, have, strict=True):
-        if not has:
-            errors.append(
-                InputError(loaded.source, line, "metadata.seed", "missing, but other rows have a seed")
-            )
-        elif not isinstance(ex.metadata["seed"], (int, str)) or isinstance(ex.metadata["seed"], bool):
-            errors.append(InputError(loaded.source, line, "metadata.seed", "must be an integer or a string"))
-    if errors:
-        raise InputErrors(errors)
-    return [ex.metadata["seed"] for ex in loaded.examples]
-
-
-def _clusters(loaded: Loaded) -> list[Any] | None:
-    """The prompt each row was sampled from (`metadata.generation.source_id`), or None if no row says.
-
-    Rows without one are their own cluster. Several samples of one prompt (generations with
-    n > 1) are then summarized with the prompt as the unit, not the sample.
-    """
-    ids: list[Any] = []
-    found = False
-    for i, ex in enumerate(loaded.examples):
-        gen = ex.metadata.get("generation")
-        sid = gen.get("source_id") if isinstance(gen, dict) else None
-        if isinstance(sid, (str, int)) and not isinstance(sid, bool):
-            ids.append(("prompt", sid))
-            found = True
-        else:
-            ids.append(("row", i))
-    return ids if found else None
 
 
 def _summary_json(sm: Summary) -> dict[str, Any]:
@@ -126,8 +90,8 @@ def score(
         print(f"WARNING: {loaded.source}: {w}", file=sys.stderr)
     if not loaded.examples:
         raise InputErrors.one(str(path), 0, "<file>", "no examples to score")
-    seeds = _seeds(loaded)
-    clusters = _clusters(loaded)
+    seeds = row_seeds(loaded.examples, loaded.lines, loaded.source)
+    clusters = row_clusters(loaded.examples)
     values = score_examples(loaded.examples, scorers)
     if output is not None:
         rows = (

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import Any
 
+from inoculate.errors import InputError, InputErrors
 from inoculate.records import ChatExample, Message
 from inoculate.scorers.registry import Scorer, shared_batch
 
@@ -72,3 +74,39 @@ def score_examples(
         for name, values in got.items():
             out[name].extend(values)
     return out
+
+
+def row_seeds(examples: Sequence[ChatExample], lines: Sequence[int], source: str) -> list[Any] | None:
+    """`metadata.seed` of every row, or None when no row has one; some-but-not-all is an error
+    (`InputErrors` at each row's line of `source`). Summaries average each seed first."""
+    have = ["seed" in ex.metadata for ex in examples]
+    if not any(have):
+        return None
+    errors = []
+    for ex, line, has in zip(examples, lines, have, strict=True):
+        if not has:
+            errors.append(InputError(source, line, "metadata.seed", "missing, but other rows have a seed"))
+        elif not isinstance(ex.metadata["seed"], (int, str)) or isinstance(ex.metadata["seed"], bool):
+            errors.append(InputError(source, line, "metadata.seed", "must be an integer or a string"))
+    if errors:
+        raise InputErrors(errors)
+    return [ex.metadata["seed"] for ex in examples]
+
+
+def row_clusters(examples: Sequence[ChatExample]) -> list[Any] | None:
+    """The prompt each row was sampled from (`metadata.generation.source_id`), or None if no row says.
+
+    Rows without one are their own cluster. Several samples of one prompt (generations with
+    n > 1) are then summarized with the prompt as the unit, not the sample.
+    """
+    ids: list[Any] = []
+    found = False
+    for i, ex in enumerate(examples):
+        gen = ex.metadata.get("generation")
+        sid = gen.get("source_id") if isinstance(gen, dict) else None
+        if isinstance(sid, (str, int)) and not isinstance(sid, bool):
+            ids.append(("prompt", sid))
+            found = True
+        else:
+            ids.append(("row", i))
+    return ids if found else None
