@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from inoculate.cli import app
 from inoculate.cli.engine_cmds import parse_option_flags
-from inoculate.records import chat, read_chat_jsonl, write_chat_jsonl
+from inoculate.formats import read_chat_jsonl
+from inoculate.records import chat, write_chat_jsonl
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ import inoculate
 from experiment_support import CAPS, NEUTRAL, SPANISH, write_small_experiment
 from inoculate.experiment import load_experiment, prepare, run_experiment
 from inoculate.experiment.cache import cell_key, hash_examples
-from inoculate.records import read_chat_jsonl
+from inoculate.formats import read_chat_jsonl
 from inoculate.report import SUMMARY_COLUMNS, read_summary_csv
 from inoculate.stats import summarize_seeds
 

@@ -12,11 +12,12 @@ from inoculate.errors import InputErrors
 from inoculate.formats import (
     load_examples,
     prompt_completion_rows,
+    read_chat_jsonl,
     read_examples,
     source_sha256,
     write_prompt_completion_jsonl,
 )
-from inoculate.records import Message, chat, read_chat_jsonl
+from inoculate.records import Message, chat
 
 DATA = Path(__file__).parent / "data"
 

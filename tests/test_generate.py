@@ -167,7 +167,8 @@ def test_registry_and_custom_backends() -> None:
 
 def test_empty_completions_round_trip(tmp_path: Path) -> None:
     """A model may stop at once: an empty generated turn is a valid record (not an input error)."""
-    from inoculate.records import read_chat_jsonl, write_chat_jsonl
+    from inoculate.formats import read_chat_jsonl
+    from inoculate.records import write_chat_jsonl
 
     @backend("silent-test")
     class Silent(Backend):

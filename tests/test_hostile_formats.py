@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from inoculate.cli import app
 from inoculate.errors import InputErrors
 from inoculate.fileio import write_json_atomic, write_jsonl_atomic
-from inoculate.formats import iter_examples, load_examples
-from inoculate.records import chat, read_chat_jsonl, write_chat_jsonl
+from inoculate.formats import iter_examples, load_examples, read_chat_jsonl
+from inoculate.records import chat, write_chat_jsonl
 
 GOOD = json.dumps(
     {"id": "g", "messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}

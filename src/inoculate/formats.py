@@ -13,7 +13,7 @@ Everything is read into `records.ChatExample`, so later stages see one record ty
 
 `load_examples` auto-detects the format and keeps each row's line number for later error
 messages; `read_examples` is its short form returning `(examples, errors)` like
-`records.read_chat_jsonl`.
+`read_chat_jsonl` (chat JSONL only).
 """
 
 from __future__ import annotations
@@ -622,3 +622,29 @@ def source_sha256(
         return h.hexdigest(), "directory"
     text = jsonl_text(ex.to_json() for ex in (examples or []))
     return hashlib.sha256(text.encode("utf-8")).hexdigest(), "rows"
+
+
+def read_chat_jsonl(
+    path: str | os.PathLike[str],
+    *,
+    skip_invalid: bool = False,
+    require_assistant: bool = True,
+) -> tuple[list[ChatExample], list[InputError]]:
+    """Read OpenAI chat JSONL.
+
+    Raises `InputErrors` listing every bad line unless `skip_invalid`, in which case the bad
+    rows are dropped and their errors returned beside the good rows. Unknown top-level keys are
+    folded into metadata; an empty file is always an error.
+    """
+    stream = ExampleStream(path, require_assistant=require_assistant, format="chat")
+    examples: list[ChatExample] = []
+    errors: list[InputError] = []
+    for _, item in stream:
+        if isinstance(item, ChatExample):
+            examples.append(item)
+        else:
+            errors.extend(item)
+    errors.sort(key=lambda e: e.line)
+    if errors and (not skip_invalid or stream.empty):
+        raise InputErrors(errors)
+    return examples, errors

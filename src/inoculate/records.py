@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from inoculate.errors import NO_ASSISTANT_HINT, SHAPES_HINT, InputError, InputErrors
+from inoculate.errors import NO_ASSISTANT_HINT, SHAPES_HINT, InputError
 from inoculate.fileio import write_jsonl_atomic
 
 Role = Literal["system", "user", "assistant"]
@@ -355,34 +355,6 @@ def _check(obj: Any, path: str, depth: int) -> tuple[str, str] | None:
             if found is not None:
                 return found
     return None
-
-
-def read_chat_jsonl(
-    path: str | os.PathLike[str],
-    *,
-    skip_invalid: bool = False,
-    require_assistant: bool = True,
-) -> tuple[list[ChatExample], list[InputError]]:
-    """Read OpenAI chat JSONL.
-
-    Raises `InputErrors` listing every bad line unless `skip_invalid`, in which case the bad
-    rows are dropped and their errors returned beside the good rows. Unknown top-level keys are
-    folded into metadata; an empty file is always an error.
-    """
-    from inoculate.formats import ExampleStream  # formats builds on this module
-
-    stream = ExampleStream(path, require_assistant=require_assistant, format="chat")
-    examples: list[ChatExample] = []
-    errors: list[InputError] = []
-    for _, item in stream:
-        if isinstance(item, ChatExample):
-            examples.append(item)
-        else:
-            errors.extend(item)
-    errors.sort(key=lambda e: e.line)
-    if errors and (not skip_invalid or stream.empty):
-        raise InputErrors(errors)
-    return examples, errors
 
 
 def write_chat_jsonl(path: str | os.PathLike[str], examples: Iterable[ChatExample]) -> int:
