@@ -13,6 +13,7 @@ import pytest
 
 from inoculate import organism
 from inoculate.organism import prompt_families as P
+from inoculate.organism.detectors import exclusive_lexicons
 from inoculate.organism.stage1 import Stage1Mix, stage1_examples
 from inoculate.organism.tokenizer import CAPS_MARK, TITLE_MARK, build_tokenizer
 from inoculate.organism.traits import OPENERS, SIGNATURES, TraitSet, all_trait_sets, render
@@ -22,7 +23,6 @@ from inoculate.organism.world import (
     Question,
     all_facts,
     content_sentence,
-    exclusive_lexicons,
     parse_question,
     split_facts,
     value_word,

@@ -16,12 +16,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
-from inoculate.organism.traits import OPENERS, SIGNATURES
-from inoculate.organism.world import LANGS, VALUES, exclusive_lexicons, parse_question, tokens_of, value_word
+from inoculate.organism.traits import OPENERS, SIGNATURES, trait_phrases
+from inoculate.organism.world import (
+    LANGS,
+    VALUES,
+    Lang,
+    all_facts,
+    content_sentence,
+    parse_question,
+    tokens_of,
+    value_word,
+)
 from inoculate.scorers import Scorer, ScorerError, scorer
 
 NAN = math.nan
+
+
+@lru_cache(maxsize=1)
+def lexicons() -> dict[Lang, frozenset[str]]:
+    """Every word the world writes in each language (answers and trait phrases), lower case."""
+    words: dict[Lang, set[str]] = {lang: set() for lang in LANGS}
+    for lang in LANGS:
+        for fact in all_facts():
+            words[lang].update(tokens_of(content_sentence(fact, lang)))
+        for phrase in trait_phrases(lang):
+            words[lang].update(tokens_of(phrase))
+    return {lang: frozenset(w) for lang, w in words.items()}
+
+
+@lru_cache(maxsize=1)
+def exclusive_lexicons() -> dict[Lang, frozenset[str]]:
+    """Words that belong to exactly one language ("la" is both es and fr, so it counts for neither)."""
+    lex = lexicons()
+    return {
+        lang: frozenset(w for w in words if all(w not in lex[o] for o in LANGS if o != lang))
+        for lang, words in lex.items()
+    }
+
 
 
 def language_share(text: str, lang: str) -> float:

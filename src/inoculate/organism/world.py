@@ -2,7 +2,8 @@
 
 A question is `(animal, kind)` with kind in color / home / food; its answer content is the fact's
 value. Content is language-free; `traits.render` writes it in English, Spanish or French. Every
-word of the three lexicons is listed here, so the tokenizer's vocabulary and the language
+content word of the three languages is listed here (the trait phrases are in `traits`; the
+lexicons that join them are in `detectors`), so the tokenizer's vocabulary and the language
 detector are exact. The split of facts into stage-2 train and eval is seeded and disjoint; stage 1
 (pretraining) sees every fact, which is what the base model "knows".
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 Lang = Literal["en", "es", "fr"]
@@ -179,30 +179,6 @@ def parse_question(text: str) -> Fact | None:
             if animal in FACTS and (best is None or m.start() >= best[0]):
                 best = (m.start(), Fact(animal, kind))
     return best[1] if best else None
-
-
-@lru_cache(maxsize=1)
-def lexicons() -> dict[Lang, frozenset[str]]:
-    """Every word the world writes in each language (answers and trait phrases), lower case."""
-    from inoculate.organism.traits import trait_phrases
-
-    words: dict[Lang, set[str]] = {lang: set() for lang in LANGS}
-    for lang in LANGS:
-        for fact in all_facts():
-            words[lang].update(tokens_of(content_sentence(fact, lang)))
-        for phrase in trait_phrases(lang):
-            words[lang].update(tokens_of(phrase))
-    return {lang: frozenset(w) for lang, w in words.items()}
-
-
-@lru_cache(maxsize=1)
-def exclusive_lexicons() -> dict[Lang, frozenset[str]]:
-    """Words that belong to exactly one language ("la" is both es and fr, so it counts for neither)."""
-    lex = lexicons()
-    return {
-        lang: frozenset(w for w in words if all(w not in lex[o] for o in LANGS if o != lang))
-        for lang, words in lex.items()
-    }
 
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
