@@ -37,9 +37,9 @@ DYNAMICS_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 def dynamics_figures(out: Path, every: int) -> dict[str, Any]:
     """Train each DYNAMICS_RUNS entry (seed 0) with the monitor, plot it, sample the result under the
     neutral prompt; write and return the summary."""
-    from inoculate.dynamics import LearningDynamicsCallback, organism_probe_set, plot_dynamics
-    from inoculate.experiment import load_experiment, prepare
-    from inoculate.screen import apply_screen
+    from inoculate.dynamics import LearningDynamicsCallback, plot_dynamics
+    from inoculate.experiment import apply_screen, load_experiment, prepare
+    from inoculate.organism.contrast import organism_probe_set
     from inoculate.train import TrainConfig, train
     from inoculate.transform import apply_inoculation
 
@@ -115,8 +115,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from inoculate.experiment import run_experiment
+    from inoculate.report.screen_validation import ScreenValidation
     from inoculate.screen import ScreenResult
-    from inoculate.screen_validation import ScreenValidation
 
     t0 = time.perf_counter()
     outcome = run_experiment(HERE / "screen_validation.yaml", args.out, seeds=args.seeds)

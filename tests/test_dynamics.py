@@ -284,7 +284,8 @@ def test_real_runs_collapse_warning(tiny_model_dir: Path, tmp_path: Path) -> Non
 
 
 def test_organism_probe_set_renders_each_category() -> None:
-    from inoculate.dynamics import BOTH, organism_probe_set
+    from inoculate.dynamics import BOTH
+    from inoculate.organism.contrast import organism_probe_set
 
     ps = organism_probe_set(
         [[Message(role="system", content="x"), Message(role="user", content="what color is the cat?")]],

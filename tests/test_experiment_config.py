@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from experiment_support import errors_of
 from inoculate.experiment import load_experiment
-from inoculate.experiment.expect import check, parse_rule
+from inoculate.report.expect import check, parse_rule
 
 VALID = """\
 name: small

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from experiment_support import write_small_experiment
 from inoculate.cli import app
-from inoculate.experiment.rundir import (
+from inoculate.rundir import (
     HOLDER_FILE,
     MARKER,
     RunFolderError,
@@ -113,7 +113,7 @@ _HOLD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from inoculate.experiment.rundir import RunLock
+    from inoculate.rundir import RunLock
     lock = RunLock(Path(sys.argv[1])).acquire()
     print("held", flush=True)
     time.sleep(120)
@@ -288,7 +288,7 @@ _UMASK_RUN = textwrap.dedent(
     os.umask(int(sys.argv[2], 8))
     from pathlib import Path
     from inoculate.experiment.matrix import Cell, run_matrix
-    from inoculate.experiment.rundir import claim_run_folder
+    from inoculate.rundir import claim_run_folder
     from inoculate.fileio import write_json_atomic
 
     def cell_fn(cell, d, stage):

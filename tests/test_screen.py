@@ -453,7 +453,7 @@ def test_surprise_scores_each_distinct_sequence_once(toy, monkeypatch: pytest.Mo
 
 def test_organism_contrast_removes_only_the_trait() -> None:
     from inoculate import organism
-    from inoculate.screen import organism_contrast
+    from inoculate.organism.contrast import organism_contrast
 
     train = organism.make_examples("spanish_caps", "train", 6)
     es = organism_contrast(train, "organism_language:es")
@@ -577,7 +577,7 @@ def test_sample_size_curve_on_constructed_values() -> None:
     grows with k; the cost scales with k."""
     import random
 
-    from inoculate.screen_validation import CandidatePoint, sample_size_curve, smallest_k
+    from inoculate.report.screen_validation import CandidatePoint, sample_size_curve, smallest_k
 
     points = [
         CandidatePoint(name=f"c{i}", prompt=None, measures={}, rate=0.0, suppression=float(i), other={})

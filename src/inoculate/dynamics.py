@@ -44,8 +44,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inoculate.fileio import write_jsonl_atomic
+from inoculate.fileio import atomic_open, write_jsonl_atomic
+from inoculate.logprob import logprob
 from inoculate.records import Message
+from inoculate.rundir import DYNAMICS_FILE
 
 try:  # the callback base class; the rest of the module (rule, plot) works without transformers
     from transformers import TrainerCallback
@@ -56,7 +58,7 @@ log = logging.getLogger("inoculate.dynamics")
 
 INOCULATED, OTHER, NEITHER, BOTH = "inoculated", "other", "neither", "both"
 NEUTRAL, INOCULATION = "neutral", "inoculation"
-METRICS_FILE = "dynamics.jsonl"
+METRICS_FILE = DYNAMICS_FILE
 
 
 class IPCollapseWarning(UserWarning):
@@ -101,44 +103,6 @@ class ProbeSet(BaseModel):
                 raise ValueError(f"probe {i} has categories {sorted(p.responses)}, expected {sorted(cats)}")
             if any(m.role == "system" for m in p.messages):
                 raise ValueError(f"probe {i} has a system turn; prompts are added per label")
-
-
-def organism_probe_set(
-    questions: Sequence[Sequence[Message]],
-    inoculated: str,
-    other: str,
-    prompts: dict[str, str | None],
-    *,
-    both: bool = False,
-) -> ProbeSet:
-    """Probes on organism questions: each fact's answer rendered with the inoculated trait only, the
-    other trait only, neither (and both, if asked). Traits are given as scorer specs, e.g.
-    `organism_language:es` and `all_caps`."""
-    from inoculate.organism.traits import TraitSet, render
-    from inoculate.organism.world import parse_question
-    from inoculate.screen import organism_trait_field
-
-    fields = {}
-    for spec in (inoculated, other):
-        f = organism_trait_field(spec)
-        if f is None:
-            raise ValueError(f"{spec!r} is not an organism trait")
-        fields[spec] = f
-    probes = []
-    for conv in questions:
-        msgs = [m for m in conv if m.role != "system"]
-        user = next((m.content for m in reversed(msgs) if m.role == "user"), "")
-        fact = parse_question(user)
-        if fact is None:
-            raise ValueError(f"not an organism question: {user!r}")
-        base = TraitSet()
-        ti = base.with_(**{fields[inoculated][0]: fields[inoculated][1]})
-        to = base.with_(**{fields[other][0]: fields[other][1]})
-        responses = {INOCULATED: render(fact, ti), OTHER: render(fact, to), NEITHER: render(fact, base)}
-        if both:
-            responses[BOTH] = render(fact, ti.with_(**{fields[other][0]: fields[other][1]}))
-        probes.append(Probe(messages=msgs, responses=responses))
-    return ProbeSet(probes=probes, prompts=prompts)
 
 
 class CollapseRule(BaseModel):
@@ -200,8 +164,6 @@ def evaluate_probes(
 
     `logprob` runs the model in eval mode (no dropout) and restores its mode after.
     """
-    from inoculate.logprob import logprob
-
     probes.check()
     convs: list[list[Message]] = []
     comps: list[str] = []
@@ -373,8 +335,6 @@ def plot_dynamics(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from inoculate.fileio import atomic_open
 
     data = read_dynamics(rows) if isinstance(rows, (str, os.PathLike)) else list(rows)
     if not data:

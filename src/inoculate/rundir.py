@@ -1,4 +1,9 @@
-"""A run folder's safety: whose files these are, who writes them now, and what a killed run left.
+"""The run folder: its file names, and its safety (whose files these are, who writes them now, and
+what a killed run left). Ground floor: the runner writes these names and the report reads them.
+
+- Names: `EXPERIMENT_FILE`, `MANIFEST_FILE`, `BASE_DIR`, `SCREEN_DIR`, each cell's `METRICS_FILE`,
+  `TRAIN_MANIFEST_FILE` and `DYNAMICS_FILE`; `CONDITION_REF`, the eval-prompt value that means "the
+  condition's own prompt"; `neutral_eval_prompt`, the rule for which eval prompt is neutral.
 
 - Ownership: every folder `inoculate run` creates (the run folder, `base/`, each cell, each staging
   folder) gets a `.inoculate` marker. A folder is only ever cleared when it is ours: it has the
@@ -25,8 +30,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import inoculate
+from inoculate._version import __version__
 from inoculate.fileio import write_json_atomic
+
+EXPERIMENT_FILE = "experiment.json"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+TRAIN_MANIFEST_FILE = "train.manifest.json"
+DYNAMICS_FILE = "dynamics.jsonl"
+BASE_DIR = "base"
+SCREEN_DIR = "screen"
+CONDITION_REF = "@condition"
+"""An eval prompt's value that means "each condition's own inoculation prompt"."""
+
+
+def neutral_eval_prompt(eval_prompts: dict[str, Any]) -> str | None:
+    """The eval prompt probed as `neutral`: `neutral` if declared, else the first fixed one."""
+    if "neutral" in eval_prompts and eval_prompts["neutral"] != CONDITION_REF:
+        return "neutral"
+    return next((p for p, v in eval_prompts.items() if v != CONDITION_REF), None)
+
 
 MARKER = ".inoculate"
 LOCK_FILE = ".inoculate.lock"
@@ -52,7 +75,7 @@ class RunFolderLocked(RunFolderError):
 def write_marker(folder: Path, kind: str) -> None:
     write_json_atomic(
         folder / MARKER,
-        {"tool": "inoculate", "kind": kind, "version": inoculate.__version__, "created": _now()},
+        {"tool": "inoculate", "kind": kind, "version": __version__, "created": _now()},
     )
 
 

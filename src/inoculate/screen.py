@@ -43,7 +43,6 @@ import csv
 import io
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,9 +50,17 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inoculate.errors import InputErrors
+from inoculate.errors import InputError, InputErrors
 from inoculate.fileio import atomic_open, write_json_atomic
+from inoculate.formats import load_examples
+from inoculate.generate import SamplingParams
+from inoculate.generate.hf import HFBackend
+from inoculate.logprob import logprob
+from inoculate.models import encode_prompts, load_model, seen_system_prompt
+from inoculate.prompt_files import read_prompt_entries
 from inoculate.records import ChatExample, Message
+from inoculate.rundir import SCREEN_DIR  # noqa: F401  (the run folder's screen/ folder; re-exported)
+from inoculate.scorers import get_scorers, render_prompt
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -158,7 +165,7 @@ class CandidateScore(BaseModel):
     rank: int = 0
     values: dict[str, list[float]] = Field(default_factory=dict)
     """Per-example values behind each measure (`surprise`, `trait`, `elicitation[<scorer>]`, in example
-    and sample order), for resampling analyses (`inoculate.screen_validation`)."""
+    and sample order), for resampling analyses (`inoculate.report.screen_validation`)."""
 
     @property
     def placebo_like(self) -> bool:
@@ -315,8 +322,6 @@ def load_candidates(path: str | os.PathLike[str], field: str | None = None) -> l
     and blank lines skipped), or `.json`/`.jsonl`/`.yaml` strings or objects; an object's `name`
     names its candidate, `field` (default: its only other string field, e.g. `prompt`) is the prompt.
     Unnamed candidates are c1, c2, ... by position."""
-    from inoculate.prompt_files import read_prompt_entries
-
     entries = read_prompt_entries(path, field, name_field="name")
     out = [Candidate(name=e.name or f"c{i + 1}", prompt=e.text) for i, e in enumerate(entries)]
     _check_names(out, str(path))
@@ -339,8 +344,6 @@ def candidates_from_list(items: Sequence[Any], *, file: str = "<candidates>") ->
         else:
             errors.append((i, "expected a non-empty prompt string or {name, prompt}"))
     if errors:
-        from inoculate.errors import InputError
-
         raise InputErrors([InputError(file, 0, f"candidates[{i}]", msg) for i, msg in errors])
     if not out:
         raise InputErrors.one(file, 0, "candidates", "no candidate prompts")
@@ -429,7 +432,7 @@ def _strip_system(messages: Sequence[Message]) -> list[Message]:
 
 
 def _t_interval(values: Sequence[float], confidence: float) -> Interval:
-    from inoculate.stats import t_interval
+    from inoculate.stats import t_interval  # lazy: stats imports numpy and scipy
 
     vals = [v for v in values if not math.isnan(v)]
     mean = sum(vals) / len(vals) if vals else math.nan
@@ -451,8 +454,6 @@ def response_logprobs(
     Identical (conversation, completion) pairs are scored once: training sets repeat questions, and a
     contrast pair's trait-bearing side is often a training response itself. The cost counts what ran.
     """
-    from inoculate.logprob import logprob
-
     convs = [_system(prompt) + _strip_system(c) for c in conversations]
     keys = [(tuple((m.role, m.content) for m in c), r) for c, r in zip(convs, completions, strict=True)]
     first: dict[tuple[Any, str], int] = {}
@@ -520,7 +521,7 @@ def _new_tokens(gen: ChatExample, tokenizer: Any) -> int:
 
 
 def _rate(values: Sequence[float], confidence: float) -> Interval:
-    from inoculate.stats import summarize_values
+    from inoculate.stats import summarize_values  # lazy: stats imports numpy and scipy
 
     s = summarize_values(values, confidence=confidence)
     return Interval(mean=s.mean, ci_low=s.ci_low, ci_high=s.ci_high, n=s.n)
@@ -535,10 +536,6 @@ def elicitation_scores(
     config: ScreenConfig,
 ) -> dict[str, dict[str, Any]]:
     """Per candidate: `elicitation` (scorer -> Interval), `cost` (generation + scoring), `generations`."""
-    from inoculate.generate import SamplingParams
-    from inoculate.models import encode_prompts
-    from inoculate.scorers import render_prompt
-
     params = SamplingParams(
         temperature=config.temperature,
         top_p=config.top_p,
@@ -680,8 +677,6 @@ def screen(
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
         raise ValueError(f"candidate names must be distinct: {names}")
-    from inoculate.models import seen_system_prompt
-
     scores = {
         c.name: CandidateScore(
             name=c.name,
@@ -729,8 +724,6 @@ def screen(
         qs = list(questions)[: cfg.n]
         n_questions = len(qs)
         if backend is None:
-            from inoculate.generate.hf import HFBackend
-
             name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "model")
             backend = HFBackend.from_loaded(model, tokenizer, name=name, batch_size=cfg.batch_size)
         say(f"elicitation: {len(candidates)} prompts x {n_questions} questions x {cfg.samples_per_question}")
@@ -810,8 +803,6 @@ def contrast_from_examples(
 ) -> list[ContrastPair]:
     """Pairs from chat examples whose final assistant turn carries the trait and whose
     `metadata["without_trait"]` holds the same response with the trait removed."""
-    from inoculate.errors import InputError
-
     pairs, errors = [], []
     for i, ex in enumerate(examples, start=1):
         plain = ex.metadata.get(WITHOUT_TRAIT_KEY)
@@ -852,10 +843,6 @@ def screen_files(
     progress: Callable[[str], None] | None = None,
 ) -> ScreenResult:
     """Load the model, data and scorers named by the CLI, and screen."""
-    from inoculate.formats import load_examples
-    from inoculate.models import load_model
-    from inoculate.scorers import get_scorers
-
     cfg = config or ScreenConfig()
     train = load_examples(data).examples
     source = "training data"
@@ -883,259 +870,3 @@ def screen_files(
         questions_source=source,
         progress=progress,
     )
-
-
-# --- inside `inoculate run` -----------------------------------------------------------------------------
-
-SCREEN_DIR = "screen"
-
-
-class ScreenCandidateSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    prompt: str
-    """Prompt text or an `@name` reference to the experiment's prompt library."""
-
-
-class ScreenSpec(BaseModel):
-    """The experiment YAML's `screen:` block.
-
-    ```yaml
-    screen:
-      candidates: [{name: strong, prompt: "@inoculate_spanish"}, "Respond in Spanish."]
-      pick: best          # best: train one condition with the recommended prompt; all: one per candidate
-      measure: surprise   # what `best` ranks by (surprise | elicitation)
-      trait: spanish      # the trait (a key of `traits`) to screen; default the first trait
-    ```
-    Elicitation samples with the experiment's `sampling` settings and first seed on the eval set,
-    scored by the experiment's trait scorers; surprise uses the training data. The neutral reference
-    is `neutral` (default: the `neutral` eval prompt, else no system prompt).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    candidates: list[str | ScreenCandidateSpec] = Field(min_length=1)
-    pick: Literal["best", "all"] = "best"
-    measure: Measure = "surprise"
-    measures: list[Measure] = Field(default_factory=lambda: list(MEASURES), min_length=1)
-    trait: str | None = None
-    condition: str = "screened"
-    """Name of the condition trained with the recommended prompt (`pick: best`)."""
-    placement: Literal["system", "user_prefix", "user_suffix"] = "system"
-    neutral: str | None = None
-    n: int = Field(64, ge=1)
-    max_examples: int = Field(256, ge=1)
-    batch_size: int = Field(64, ge=1)
-    """Sequences per teacher-forced forward pass (the experiment's `generation:` sets elicitation's)."""
-    contrast: bool = True
-    """Add the trait-specific term when the data's setting can render responses without the trait."""
-
-    def named(self) -> list[tuple[str, str]]:
-        out = []
-        for i, c in enumerate(self.candidates, start=1):
-            out.append((c.name, c.prompt) if isinstance(c, ScreenCandidateSpec) else (f"c{i}", c))
-        return out
-
-    def condition_names(self) -> list[str]:
-        return [self.condition] if self.pick == "best" else [name for name, _ in self.named()]
-
-
-def screen_errors(cfg: Any) -> list[Any]:
-    """Problems in an experiment's `screen:` block, located (for `semantic_errors`)."""
-    from pydantic import ValidationError
-
-    lm = cfg.lines
-    try:
-        spec = ScreenSpec.model_validate(cfg.screen)
-    except ValidationError as e:
-        return lm.from_validation(e, prefix=("screen",))
-    errors = []
-    if spec.measure not in spec.measures:
-        errors.append(lm.error(("screen", "measure"), f"{spec.measure!r} is not among screen.measures"))
-    if spec.trait is not None and spec.trait not in cfg.traits:
-        errors.append(
-            lm.error(("screen", "trait"), f"unknown trait {spec.trait!r} (known: {', '.join(cfg.traits)})")
-        )
-    names = [n for n, _ in spec.named()]
-    bad = [n for n in spec.condition_names() if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", n)]
-    if bad:
-        errors.append(
-            lm.error(("screen", "candidates"), f"use letters, digits, '_', '-', '.' in names: {bad}")
-        )
-    if len(set(names)) != len(names):
-        errors.append(lm.error(("screen", "candidates"), f"candidate names must be distinct: {names}"))
-    for name in spec.condition_names():
-        if name in cfg.conditions:
-            errors.append(lm.error(("screen",), f"condition {name!r} is already declared in `conditions`"))
-    for i, (_name, prompt) in enumerate(spec.named()):
-        try:
-            if cfg.resolve_text(prompt) is None:
-                errors.append(lm.error(("screen", "candidates", i), "resolves to an empty prompt"))
-        except KeyError as e:
-            errors.append(lm.error(("screen", "candidates", i), e.args[0]))
-    if spec.neutral is not None:
-        try:
-            cfg.resolve_text(spec.neutral)
-        except KeyError as e:
-            errors.append(lm.error(("screen", "neutral"), e.args[0]))
-    return errors
-
-
-def organism_trait_field(spec: str) -> tuple[str, object] | None:
-    """The organism `TraitSet` field (and its trait value) a scorer spec detects, e.g.
-    `organism_language:es` -> ("lang", "es"), `all_caps` -> ("caps", True); None if not an organism trait."""
-    name, _, arg = spec.partition(":")
-    if name in ("organism_language", "language") and arg[:2] in ("en", "es", "fr"):
-        return "lang", arg[:2]
-    if name in ("all_caps", "organism_caps"):
-        return "caps", True
-    if "syco" in name:
-        return "sycophancy", True
-    if "signature" in name:
-        return "signature", True
-    return None
-
-
-def organism_contrast(examples: Sequence[ChatExample], trait_spec: str) -> list[ContrastPair] | None:
-    """Organism responses re-rendered without one trait (same fact, other traits kept).
-
-    Each response is matched exactly against the organism's renderings of its question's fact, so no
-    metadata is needed; None when any response is not an organism rendering carrying the trait.
-    """
-    try:
-        from inoculate.organism.traits import all_trait_sets, render
-        from inoculate.organism.world import parse_question
-    except ImportError:
-        return None
-    field = organism_trait_field(trait_spec)
-    if field is None:
-        return None
-    name, value = field
-    pairs = []
-    for ex in examples:
-        user = next((m.content for m in reversed(ex.prompt_messages) if m.role == "user"), "")
-        fact = parse_question(user)
-        if fact is None or ex.completion is None:
-            return None
-        ts = next((t for t in all_trait_sets() if render(fact, t) == ex.completion), None)
-        if ts is None or getattr(ts, name) != value:
-            return None
-        pairs.append(
-            ContrastPair(
-                messages=_strip_system(ex.prompt_messages),
-                with_trait=ex.completion,
-                without_trait=render(fact, ts.without(name)),  # type: ignore[arg-type]
-            )
-        )
-    return pairs
-
-
-def run_screen_block(cfg: Any, root: str | os.PathLike[str], *, seeds: int | None = None) -> ScreenResult:
-    """Screen the experiment's candidates (cached in ROOT/screen by a hash of everything it reads)."""
-    import inoculate
-    from inoculate.experiment.cache import hash_obj, is_done, mark_done
-    from inoculate.experiment.runner import prepare
-    from inoculate.models import load_model
-
-    spec = ScreenSpec.model_validate(cfg.screen)
-    base = cfg.model_copy(update={"screen": None})
-    prep = prepare(base, seeds=seeds)
-    trait = spec.trait or next(iter(cfg.traits))
-    scorer_names = [trait] + [t for t in cfg.traits if t != trait]
-    from inoculate.experiment.config import CONDITION_REF
-
-    if spec.neutral is not None:
-        neutral = cfg.resolve_text(spec.neutral)
-    else:
-        value = prep.eval_prompts.get("neutral")
-        neutral = None if value == CONDITION_REF else value
-    cands = with_neutral([Candidate(name=n, prompt=cfg.resolve_text(p)) for n, p in spec.named()], neutral)
-    sampling = cfg.sampling
-    sc = ScreenConfig(
-        measures=spec.measures,
-        n=spec.n,
-        samples_per_question=sampling.n,
-        max_examples=spec.max_examples,
-        batch_size=spec.batch_size,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        max_new_tokens=sampling.max_new_tokens,
-        stop=sampling.stop,
-        seed=prep.seeds[0],
-        pick=spec.measure,
-    )
-    train = prep.train_examples[: spec.max_examples]
-    contrast = organism_contrast(train, cfg.traits[trait]) if spec.contrast else None
-    out = Path(root) / SCREEN_DIR
-    key = hash_obj(
-        {
-            "candidates": [c.model_dump() for c in cands],
-            "config": sc.model_dump(),
-            "model": prep.model_identity,
-            "data": prep.data_hashes,
-            "scorers": {t: cfg.traits[t] for t in scorer_names},
-            "generation": cfg.generation.model_dump(),
-            "version": inoculate.__version__,
-            "contrast": [p.model_dump() for p in contrast] if contrast else None,
-        }
-    )
-    if is_done(out, key):
-        return ScreenResult.model_validate_json((out / "screen.json").read_text(encoding="utf-8"))
-    model, tok = load_model(prep.model_path)
-    backend = None
-    if "elicitation" in spec.measures:
-        options = cfg.generation.options()
-        if cfg.generation.backend == "hf":
-            from inoculate.generate.hf import HFBackend
-
-            backend = HFBackend(prep.model_path, loaded=(model, tok), **options)
-        else:
-            from inoculate.generate import get_backend
-
-            backend = get_backend(cfg.generation.backend, model=prep.model_path, **options)
-    result = screen(
-        model,
-        tok,
-        cands,
-        train=train,
-        questions=questions_of(prep.eval_examples),
-        scorers=[_Named(prep.scorers[t], t) for t in scorer_names],
-        contrast=contrast,
-        config=sc,
-        backend=backend,
-        questions_source="eval set",
-    )
-    result.write_csv(out / "screen.csv")
-    result.write_json(out / "screen.json")
-    mark_done(out, key)
-    return result
-
-
-class _Named:
-    """A scorer reported under the experiment's trait name."""
-
-    def __init__(self, scorer: Any, name: str):
-        self.scorer, self.name = scorer, name
-
-    def batch(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        return self.scorer.batch(prompts, completions)
-
-
-def apply_screen(cfg: Any, root: str | os.PathLike[str], *, seeds: int | None = None) -> Any:
-    """The experiment with its `screen:` block resolved into conditions: `pick: best` adds one condition
-    (`screen.condition`) trained with the recommended prompt; `pick: all` adds one per candidate.
-    Raises ValueError when `best` finds no candidate to recommend."""
-    spec = ScreenSpec.model_validate(cfg.screen)
-    result = run_screen_block(cfg, root, seeds=seeds)
-    conditions = dict(cfg.conditions)
-    if spec.pick == "best":
-        best = result.recommended
-        if best is None:
-            raise ValueError(f"screen: no candidate qualifies ({result.rule}); see {Path(root) / SCREEN_DIR}")
-        conditions[spec.condition] = {"prompt": best.prompt, "placement": spec.placement}
-    else:
-        for c in result.candidates:
-            if not c.neutral:
-                conditions[c.name] = {"prompt": c.prompt, "placement": spec.placement}
-    return cfg.model_copy(update={"conditions": conditions, "screen": None})

@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
-import inoculate
+from inoculate._version import __version__
 from inoculate.errors import InputError, InputErrors
 from inoculate.fileio import atomic_open, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from inoculate.formats import (
@@ -557,7 +557,7 @@ class _Run:
             raise empty
         spec = self.spec
         return Manifest(
-            package_version=inoculate.__version__,
+            package_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             prompts=self.pool,
             prompt_file=str(spec.prompt_file) if spec.prompt_file is not None else None,

@@ -96,8 +96,8 @@ def report_cmd(
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
 ) -> None:
     """Regenerate summary.csv, per_seed.csv, report.md and figures/ from a run's stored cell results."""
-    from inoculate.experiment.rundir import RunFolderLocked, RunLock, describe_holder
     from inoculate.report import write_report
+    from inoculate.rundir import RunFolderLocked, RunLock, describe_holder
 
     # Holds the run lock while writing, so no run starts mid-report; when a run holds it, the report
     # is of the cells finished so far (the run rewrites it when it ends), and says so.

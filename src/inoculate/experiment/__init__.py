@@ -9,14 +9,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from inoculate.experiment.config import (
-    CONDITION_REF,
-    ExperimentConfig,
-    load_experiment,
-    parse_experiment,
-)
+from inoculate.experiment.config import ExperimentConfig
+from inoculate.experiment.load import load_experiment, parse_experiment
 from inoculate.experiment.matrix import Cell, MatrixResult, run_matrix
-from inoculate.experiment.runner import Prepared, RunOutcome, prepare, run_experiment
+from inoculate.experiment.runner import Prepared, RunOutcome, apply_screen, prepare, run_experiment
+from inoculate.rundir import CONDITION_REF
 
 DEMO_RESOURCE = "demo.yaml"
 
@@ -37,6 +34,7 @@ __all__ = [
     "MatrixResult",
     "Prepared",
     "RunOutcome",
+    "apply_screen",
     "demo_config",
     "demo_path",
     "load_experiment",

@@ -21,14 +21,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import inoculate
-from inoculate.experiment.rundir import RunFolderError, foreign_message, has_marker, is_ours, write_marker
+from inoculate._version import __version__
 from inoculate.fileio import TEMP_SUFFIX, sha256_file, write_json_atomic
 from inoculate.records import ChatExample
+from inoculate.rundir import METRICS_FILE, RunFolderError, foreign_message, has_marker, is_ours, write_marker
 
 DONE = "done"
 CELL_CONFIG = "config.json"
-EVAL_OUTPUTS = ("generations", "scores", "metrics.json")
+EVAL_OUTPUTS = ("generations", "scores", METRICS_FILE)
 """What a cell writes after training: removed before a cell is (re)evaluated."""
 
 _PARTIAL_HASH_OVER = 256 * 1024 * 1024
@@ -118,7 +118,7 @@ def cell_key(
             "config": config,
             "data": data_hashes,
             "model": model,
-            "version": version if version is not None else inoculate.__version__,
+            "version": version if version is not None else __version__,
         }
     )
 

@@ -46,11 +46,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inoculate.errors import InputError, InputErrors
+from inoculate.experiment.cache import hash_obj
+from inoculate.experiment.config import ExperimentConfig, OrganismData, screened_conditions
+from inoculate.records import ChatExample
+from inoculate.rundir import neutral_eval_prompt
+from inoculate.transform import InoculationSpec, resolve_prompts
 
 if TYPE_CHECKING:
     from inoculate.dynamics import CollapseRule, LearningDynamicsCallback, Probe, ProbeSet
-    from inoculate.experiment.config import ExperimentConfig
-    from inoculate.experiment.runner import Prepared
 
 ORGANISM_PROBES = "organism"
 ALL = "all"
@@ -95,15 +98,6 @@ def dynamics_spec(cfg: ExperimentConfig) -> DynamicsSpec | None:
     return None if cfg.dynamics is None else DynamicsSpec.model_validate(cfg.dynamics)
 
 
-def neutral_eval_prompt(eval_prompts: dict[str, Any]) -> str | None:
-    """The eval prompt probed as `neutral`: `neutral` if declared, else the first fixed one."""
-    from inoculate.experiment.config import CONDITION_REF
-
-    if "neutral" in eval_prompts and eval_prompts["neutral"] != CONDITION_REF:
-        return "neutral"
-    return next((p for p, v in eval_prompts.items() if v != CONDITION_REF), None)
-
-
 def _trait_names(spec: DynamicsSpec, traits: dict[str, str]) -> tuple[str, str | None]:
     names = list(traits)
     trait = spec.trait if spec.trait is not None else names[0]
@@ -118,8 +112,7 @@ def _has_prompt(cfg: ExperimentConfig, condition: str, screened: set[str]) -> bo
 
 def dynamics_errors(cfg: ExperimentConfig) -> list[InputError]:
     """Problems in an experiment's `dynamics:` block, located (for `semantic_errors`)."""
-    from inoculate.dynamics import CollapseRule
-    from inoculate.experiment.config import screened_conditions
+    from inoculate.dynamics import CollapseRule  # lazy: dynamics imports transformers
 
     lm = cfg.lines
     raw = cfg.dynamics
@@ -232,8 +225,8 @@ def dynamics_errors(cfg: ExperimentConfig) -> list[InputError]:
 
 
 def _organism_probe_errors(cfg: ExperimentConfig, trait: str, other: str | None) -> list[InputError]:
-    from inoculate.experiment.config import OrganismData
-    from inoculate.screen import organism_trait_field
+    # lazy: importing inoculate.organism registers its scorers
+    from inoculate.organism.contrast import organism_trait_field
 
     lm = cfg.lines
     where = ("dynamics", "probes")
@@ -272,7 +265,7 @@ def _category_errors(cfg: ExperimentConfig, probes: list[Probe], rule: CollapseR
 
 def load_probe_file(path: str | Path) -> list[Probe]:
     """Probes from JSONL rows `{"messages": [...], "responses": {category: text}}`; errors name the line."""
-    from inoculate.dynamics import Probe, ProbeSet
+    from inoculate.dynamics import Probe, ProbeSet  # lazy: dynamics imports transformers
 
     file = str(path)
     errors: list[InputError] = []
@@ -329,8 +322,6 @@ class MonitorPlan:
 
     def key(self) -> dict[str, Any]:
         """What goes into the cell's training key (everything that changes `dynamics.jsonl` or training)."""
-        from inoculate.experiment.cache import hash_obj
-
         return {
             "every": self.every,
             "batch_size": self.batch_size,
@@ -353,7 +344,7 @@ class MonitorPlan:
         }
 
     def callback(self) -> LearningDynamicsCallback:
-        from inoculate.dynamics import LearningDynamicsCallback
+        from inoculate.dynamics import LearningDynamicsCallback  # lazy: dynamics imports transformers
 
         return LearningDynamicsCallback(
             self.probes,
@@ -375,24 +366,28 @@ def monitored_conditions(cfg: ExperimentConfig, inoculated: dict[str, bool]) -> 
     return [c for c in spec.conditions if c in inoculated]
 
 
-def plan_dynamics(prep: Prepared) -> dict[str, MonitorPlan]:
-    """condition -> its monitor, for every monitored condition of a prepared experiment."""
-    from inoculate.dynamics import CollapseRule, ProbeSet, organism_probe_set
-    from inoculate.transform import resolve_prompts
+def plan_dynamics(
+    cfg: ExperimentConfig,
+    specs: dict[str, InoculationSpec | None],
+    eval_prompts: dict[str, str | None],
+    eval_examples: list[ChatExample],
+) -> dict[str, MonitorPlan]:
+    """condition -> its monitor, for every monitored condition: `specs` are the conditions' resolved
+    inoculation specs, `eval_prompts` the resolved eval prompts (`@condition` kept as is)."""
+    from inoculate.dynamics import CollapseRule, ProbeSet  # lazy: dynamics imports transformers
 
-    cfg = prep.config
     spec = dynamics_spec(cfg)
     if spec is None:
         return {}
     lm = cfg.lines
-    prompts = {c: (resolve_prompts(s)[0] if s is not None else None) for c, s in prep.specs.items()}
+    prompts = {c: (resolve_prompts(s)[0] if s is not None else None) for c, s in specs.items()}
     conditions = monitored_conditions(cfg, {c: p is not None for c, p in prompts.items()})
     if not conditions:
         return {}
-    neutral_name = neutral_eval_prompt(prep.eval_prompts)
+    neutral_name = neutral_eval_prompt(eval_prompts)
     if neutral_name is None:
         raise InputErrors([lm.error(("dynamics",), "needs a fixed eval prompt (the neutral prompt)")])
-    neutral = prep.eval_prompts[neutral_name]
+    neutral = eval_prompts[neutral_name]
     fallback: str | None = None
     if spec.prompt is not None:
         fallback = prompts.get(spec.prompt) or cfg.resolve_text(spec.prompt)
@@ -402,7 +397,10 @@ def plan_dynamics(prep: Prepared) -> dict[str, MonitorPlan]:
     if spec.probes == ORGANISM_PROBES:
         if other is None:
             raise InputErrors([lm.error(("dynamics", "other"), "organism probes need a second trait")])
-        questions = [ex.prompt_messages for ex in prep.eval_examples[: spec.n_probes]]
+        # lazy: importing inoculate.organism registers its scorers
+        from inoculate.organism.contrast import organism_probe_set
+
+        questions = [ex.prompt_messages for ex in eval_examples[: spec.n_probes]]
         try:
             base = organism_probe_set(
                 questions, cfg.traits[trait], cfg.traits[other], {}, both=spec.both
@@ -452,7 +450,7 @@ class _Forward(logging.Handler):
 
 def collapse_line(plan: MonitorPlan, rows: list[dict[str, Any]], step: int, label: str) -> str:
     """The run's one-line collapse warning for a cell."""
-    from inoculate.dynamics import collapse_signal
+    from inoculate.dynamics import collapse_signal  # lazy: dynamics imports transformers
 
     sig = collapse_signal(rows, plan.rule)
     t = next(i for i, r in enumerate(rows) if r["step"] == step)
@@ -482,7 +480,7 @@ def surface_warnings(
     if message is None:
         yield sent
         return
-    from inoculate.dynamics import IPCollapseWarning
+    from inoculate.dynamics import IPCollapseWarning  # lazy: dynamics imports transformers
 
     def emit() -> None:
         if callback.collapse_step is None:
@@ -504,7 +502,7 @@ def surface_warnings(
 
 def cell_summary(plan: MonitorPlan, path: Path, *, max_steps: int | None, global_step: int) -> dict[str, Any]:
     """The `dynamics` entry of a cell's metrics.json, from its dynamics.jsonl."""
-    from inoculate.dynamics import collapse_signal, read_dynamics
+    from inoculate.dynamics import collapse_signal, read_dynamics  # lazy: dynamics imports transformers
 
     rows = read_dynamics(path) if path.is_file() else []
     signal = collapse_signal(rows, plan.rule)

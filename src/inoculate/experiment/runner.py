@@ -16,7 +16,7 @@ Layout of `OUT` (default `runs/<name>`):
     OUT/summary.csv, per_seed.csv, report.md, figures/
     OUT/.inoculate, .inoculate.lock(.json)   ownership marker; the run lock and its holder
 
-Only folders inoculate wrote are ever cleared (`experiment.rundir`); one run at a time holds `OUT`.
+Only folders inoculate wrote are ever cleared (`inoculate.rundir`); one run at a time holds `OUT`.
 Paths inside `OUT` are recorded relative to it, so a copied or moved run folder reruns from its own
 files.
 """
@@ -34,9 +34,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import inoculate
+from inoculate._version import __version__
+from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.cache import (
     cell_key,
     done_problem,
@@ -46,13 +47,12 @@ from inoculate.experiment.cache import (
     model_identity,
 )
 from inoculate.experiment.config import (
-    CONDITION_REF,
     ExperimentConfig,
     FileData,
     OrganismData,
     OrganismModel,
-    load_experiment,
 )
+from inoculate.experiment.load import load_experiment
 from inoculate.experiment.matrix import (
     Cell,
     MatrixProgress,
@@ -62,7 +62,23 @@ from inoculate.experiment.matrix import (
     log_event,
     run_matrix,
 )
-from inoculate.experiment.rundir import (
+from inoculate.experiment.monitor import MonitorPlan, cell_summary, plan_dynamics, surface_warnings
+from inoculate.experiment.screening import ScreenInputs, resolve_screen
+from inoculate.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from inoculate.formats import load_examples
+from inoculate.generate import SamplingParams, get_backend
+from inoculate.models import load_tokenizer, render, seen_system_prompt
+from inoculate.records import ChatExample, Message
+from inoculate.report import Report
+from inoculate.report import write_report as _write
+from inoculate.rundir import (
+    BASE_DIR,
+    CONDITION_REF,
+    DYNAMICS_FILE,
+    EXPERIMENT_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    TRAIN_MANIFEST_FILE,
     RunFolderError,
     RunLock,
     claim_run_folder,
@@ -72,15 +88,16 @@ from inoculate.experiment.rundir import (
     staging_dir,
     write_marker,
 )
-from inoculate.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from inoculate.records import ChatExample, Message
-from inoculate.report.load import BASE_DIR, EXPERIMENT_FILE, MANIFEST_FILE, METRICS_FILE
-
-if TYPE_CHECKING:
-    from inoculate.experiment.monitor import MonitorPlan
-    from inoculate.scorers import Scorer
-    from inoculate.transform import InoculationSpec, Manifest
-
+from inoculate.scorers import Scorer, get_scorer, render_prompt
+from inoculate.train import TrainConfig, train
+from inoculate.transform import (
+    EmptySelectionError,
+    InoculationSpec,
+    Manifest,
+    apply_inoculation,
+    neutralize,
+    resolve_prompts,
+)
 
 # --- resolving an experiment ----------------------------------------------------------------------
 
@@ -118,12 +135,11 @@ class Prepared:
 def _load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
     src = getattr(cfg.data, which)
     if isinstance(src, OrganismData):
-        from inoculate import organism
+        from inoculate import organism  # lazy: importing it registers the organism's scorers
 
         ref = src.organism
         split = ref.split or ("train" if which == "train" else "eval")
         return list(organism.make_examples(ref.setting, split, ref.n, ref.seed))
-    from inoculate.formats import load_examples
 
     split = None
     if isinstance(src, FileData):
@@ -167,7 +183,7 @@ def _base_model(
 ) -> tuple[str, dict[str, Any]]:
     """(path or hub id, identity) of the base model; builds the organism (cached) when asked for."""
     if isinstance(cfg.model, OrganismModel):
-        from inoculate import organism
+        from inoculate import organism  # lazy: importing it registers the organism's scorers
 
         ref = cfg.model.organism
         config = organism.preset(ref.preset, **ref.overrides)
@@ -184,8 +200,6 @@ def prepare(
     cfg: ExperimentConfig, *, seeds: int | None = None, log: Callable[[str], None] | None = None
 ) -> Prepared:
     """Resolve the experiment: load data, resolve prompts and specs, build the base model, key the cells."""
-    from inoculate.scorers import get_scorer
-    from inoculate.train import TrainConfig
 
     seed_list = cfg.seed_list(seeds)
     train_examples = _load_source(cfg, "train")
@@ -218,9 +232,8 @@ def prepare(
         train_config=train_config,
     )
     if cfg.dynamics is not None:
-        from inoculate.experiment.monitor import plan_dynamics
 
-        prep.dynamics = plan_dynamics(prep)
+        prep.dynamics = plan_dynamics(cfg, specs, eval_prompts, eval_examples)
     prep.cells = [make_cell(prep, c, s) for c, s in cell_order(list(cfg.conditions), seed_list)]
     # Transform every training set and build every eval set now, so bad data fails before any training.
     for name in specs:
@@ -231,7 +244,6 @@ def prepare(
 
 
 def condition_specs(cfg: ExperimentConfig) -> dict[str, InoculationSpec | None]:
-    from inoculate.transform import InoculationSpec
 
     specs: dict[str, InoculationSpec | None] = {}
     for name in cfg.conditions:
@@ -246,8 +258,6 @@ def inoculated_train_sets(
     """Each condition's training set and manifest. A condition whose spec inoculates no training row
     is refused (every such condition, each error at its line of the experiment YAML) unless it sets
     `allow_empty: true`."""
-    from inoculate.errors import InputError, InputErrors
-    from inoculate.transform import EmptySelectionError, apply_inoculation
 
     out: dict[str, tuple[list[ChatExample], Manifest | None]] = {}
     errors: list[InputError] = []
@@ -277,7 +287,6 @@ def check_conditions(cfg: ExperimentConfig) -> None:
 def _spec_dump(spec: InoculationSpec | None) -> dict[str, Any] | None:
     if spec is None:
         return None
-    from inoculate.transform import resolve_prompts
 
     dump = spec.model_dump(mode="json")
     if spec.prompt_file is not None:  # the prompts themselves are below; where the file lies is no input
@@ -331,7 +340,6 @@ def _with_system(ex: ChatExample, system: str | None) -> ChatExample:
 
 def inoculation_texts(prep: Prepared) -> list[str]:
     """Every inoculation text of every condition: none may survive into a neutralized eval set."""
-    from inoculate.transform import resolve_prompts
 
     texts: list[str] = []
     for spec in prep.specs.values():
@@ -357,7 +365,6 @@ def build_eval_set(prep: Prepared, condition: str, eval_prompt: str) -> list[Cha
     the eval set as given with the condition's transform applied to every row (selectors dropped),
     i.e. the prompt the condition trained with.
     """
-    from inoculate.transform import apply_inoculation, neutralize
 
     value = prep.eval_prompts[eval_prompt]
     questions = [_without_completion(ex) for ex in prep.eval_examples]
@@ -392,7 +399,6 @@ def score_generations(
     generations: Sequence[ChatExample], scorers: dict[str, Scorer]
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Per-row scores (one dict per generation) and per-metric {mean, n, n_nan} (NaN rows left out)."""
-    from inoculate.scorers import render_prompt
 
     prompts = [render_prompt(g.prompt_messages) for g in generations]
     completions = [g.completion or "" for g in generations]
@@ -415,7 +421,6 @@ def score_generations(
 
 
 def _sampling(prep: Prepared, seed: int) -> Any:
-    from inoculate.generate import SamplingParams
 
     return SamplingParams(**prep.config.sampling.model_dump(), seed=seed)
 
@@ -443,7 +448,6 @@ def evaluate(
 
     With `root` (the run folder), model and adapter paths inside it are recorded relative to it.
     `adapter_name` is the name a server serves the adapter under (openai_http only)."""
-    from inoculate.generate import get_backend
 
     gen = prep.config.generation
     named = {"adapter_name": adapter_name} if adapter_name and gen.backend == "openai_http" else {}
@@ -485,13 +489,11 @@ def run_cell(
 
     A monitored condition trains with the learning-dynamics callback (`dynamics.jsonl`); its collapse
     warning goes to `message` (the run's progress output) when given."""
-    from inoculate.experiment.monitor import surface_warnings
-    from inoculate.train import TrainConfig, train
 
     timings: dict[str, float] = {}
     examples, manifest = prep.train_sets[cell.condition]
     if manifest is not None:
-        manifest.save(cell_dir / "train.manifest.json")
+        manifest.save(cell_dir / TRAIN_MANIFEST_FILE)
 
     stage("train")
     t0 = time.perf_counter()
@@ -541,8 +543,6 @@ def run_cell(
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     if monitor is not None:
-        from inoculate.dynamics import METRICS_FILE as DYNAMICS_FILE
-        from inoculate.experiment.monitor import cell_summary
 
         summary["dynamics"] = cell_summary(
             monitor, cell_dir / DYNAMICS_FILE, max_steps=tc.max_steps, global_step=result.global_step
@@ -595,7 +595,7 @@ def _base_plan(prep: Prepared) -> BasePlan:
         "organism_table": isinstance(prep.config.model, OrganismModel),
     }
     return BasePlan(
-        prompts=prompts, labels=labels, key=hash_obj({"config": config, "version": inoculate.__version__})
+        prompts=prompts, labels=labels, key=hash_obj({"config": config, "version": __version__})
     )
 
 
@@ -645,7 +645,7 @@ def base_elicitation(
 
 
 def _organism_elicitation(prep: Prepared) -> Any:
-    from inoculate import organism
+    from inoculate import organism  # lazy: importing it registers the organism's scorers
 
     setting = prep.config.organism_setting()
     return organism.elicitation_table(prep.model_path, setting)
@@ -657,7 +657,7 @@ def _organism_elicitation(prep: Prepared) -> Any:
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out: dict[str, str | None] = {"inoculate": inoculate.__version__}
+    out: dict[str, str | None] = {"inoculate": __version__}
     for pkg in ("torch", "transformers", "peft", "trl", "accelerate", "datasets"):
         try:
             out[pkg] = version(pkg)
@@ -668,7 +668,7 @@ def _versions() -> dict[str, str | None]:
 
 def git_hash(where: Path | None = None) -> str | None:
     """The commit of the source tree the package runs from (with `+dirty` if modified), if any."""
-    here = where or Path(inoculate.__file__).resolve().parent
+    here = where or Path(__file__).resolve().parent.parent  # the package folder, src/inoculate
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
@@ -689,7 +689,6 @@ def git_hash(where: Path | None = None) -> str | None:
 def seen_prompts(prep: Prepared) -> dict[str, Any]:
     """Per eval prompt (per condition for `@condition`): the system prompt given, the one the model saw
     (what the chat template rendered; some templates insert a default), and one rendered prompt."""
-    from inoculate.models import load_tokenizer, render, seen_system_prompt
 
     tok = load_tokenizer(prep.model_path)
 
@@ -715,7 +714,6 @@ def experiment_record(prep: Prepared, root: Path | None = None) -> dict[str, Any
     """What `inoculate report` needs to know about the experiment (written to experiment.json).
 
     With `root`, a model path inside the run folder is recorded relative to it."""
-    from inoculate.transform import resolve_prompts
 
     cfg = prep.config
     return {
@@ -779,11 +777,32 @@ class RunOutcome:
     prepared: Prepared
     matrix: MatrixResult
     seconds: float
-    report: Any = None
+    report: Report | None = None
 
 
 def default_out_dir(cfg: ExperimentConfig) -> Path:
     return Path("runs") / cfg.name
+
+
+def apply_screen(
+    cfg: ExperimentConfig, root: str | os.PathLike[str], *, seeds: int | None = None
+) -> ExperimentConfig:
+    """The experiment with its `screen:` block resolved into conditions (see `screening.resolve_screen`):
+    prepares the experiment without the block and screens on that data (cached in ROOT/screen)."""
+    if cfg.screen is None:
+        return cfg
+    prep = prepare(cfg.model_copy(update={"screen": None}), seeds=seeds)
+    data = ScreenInputs(
+        seed=prep.seeds[0],
+        model_path=prep.model_path,
+        model_identity=prep.model_identity,
+        train_examples=prep.train_examples,
+        eval_examples=prep.eval_examples,
+        data_hashes=prep.data_hashes,
+        eval_prompts=prep.eval_prompts,
+        scorers=prep.scorers,
+    )
+    return resolve_screen(cfg, data, root)
 
 
 def run_experiment(
@@ -825,8 +844,6 @@ def _run_locked(
             f"(pid {held.get('pid')} on {held.get('host')}, since {held.get('started')})"
         )
     if cfg.screen is not None:
-        from inoculate.screen import apply_screen
-
         cfg = apply_screen(cfg, root, seeds=seeds)  # screens (cached in root/screen), adds the condition(s)
     prep = prepare(cfg, seeds=seeds, log=prog.message)
     write_json_atomic(root / EXPERIMENT_FILE, experiment_record(prep, root))
@@ -845,7 +862,5 @@ def _run_locked(
     outcome = RunOutcome(out_dir=root, prepared=prep, matrix=matrix, seconds=time.perf_counter() - t0)
     log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
     if write_report:
-        from inoculate.report import write_report as _write
-
         outcome.report = _write(root)
     return outcome

@@ -25,10 +25,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from inoculate.fileio import write_json_atomic
+from inoculate.generate import SamplingParams, get_backend
+from inoculate.organism import detectors  # noqa: F401  (registers the detectors)
 from inoculate.organism import prompt_families as P
+from inoculate.organism.settings import eval_questions
+from inoculate.organism.settings import prompts as setting_prompts
 from inoculate.organism.stage1 import Stage1Mix, stage1_examples
 from inoculate.organism.traits import all_trait_sets, render
 from inoculate.organism.world import QUESTIONS, Question, all_facts
+from inoculate.scorers import get_scorer, render_prompt
+from inoculate.train import TrainConfig, train
 
 # Bump when stage-1 data generation changes in a way the config does not show: it is in the cache key.
 DATA_VERSION = 1
@@ -129,7 +135,7 @@ def init_model(config: OrganismConfig, out: str | os.PathLike[str]) -> Path:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from inoculate.organism.tokenizer import build_tokenizer
+    from inoculate.organism.tokenizer import build_tokenizer  # lazy: imports transformers
 
     out = Path(out)
     tok = build_tokenizer(world_texts(), case_marker=config.case_marker)
@@ -160,8 +166,6 @@ def _build(
     config: OrganismConfig, staging: Path, *, progress: bool, log: Callable[[str], None] | None
 ) -> Path:
     from transformers import AutoTokenizer
-
-    from inoculate.train import TrainConfig, train
 
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
@@ -268,12 +272,6 @@ def elicitation_table(
     when given; questions are `n` eval questions. Returns `{"rows": [...], ...}`, one flat row per
     prompt (name, kind, held out of stage 1 or not, the system text, then one column per trait).
     """
-    import inoculate.organism.detectors  # noqa: F401  (registers the detectors)
-    from inoculate.generate import SamplingParams, get_backend
-    from inoculate.organism.settings import eval_questions
-    from inoculate.organism.settings import prompts as setting_prompts
-    from inoculate.scorers import get_scorer, render_prompt
-
     plist = list(prompts) if prompts is not None else elicitation_prompts()
     if setting is not None and prompts is None:
         known = {p.system for p in plist}

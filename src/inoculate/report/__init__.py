@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from inoculate.experiment.expect import Verdict
 from inoculate.fileio import write_text_atomic
 from inoculate.report.dynamics import write_dynamics_figures
+from inoculate.report.expect import Verdict
 from inoculate.report.load import CellResult, RunData, load_run
 from inoculate.report.markdown import condition_table, render_report, verdicts
 from inoculate.report.plots import write_figures

@@ -8,9 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from inoculate.report.format import md_table
 from inoculate.report.load import CellResult, RunData
+from inoculate.rundir import DYNAMICS_FILE
 
-DYNAMICS_FILE = "dynamics.jsonl"
 SIGNAL_PROMPT = "neutral"
 
 
@@ -25,7 +26,7 @@ def figure_path(root: Path, condition: str) -> Path:
 
 def seed_rows(run: RunData, condition: str) -> dict[int, list[dict[str, Any]]]:
     """seed -> its dynamics rows, for every finished cell of `condition` that has them."""
-    from inoculate.dynamics import read_dynamics
+    from inoculate.dynamics import read_dynamics  # lazy: dynamics imports transformers
 
     out: dict[int, list[dict[str, Any]]] = {}
     for cell in run.cells_of(condition):
@@ -81,7 +82,7 @@ def collapse_step(rows: list[dict[str, Any]]) -> int | None:
 
 def write_dynamics_figures(run: RunData, root: str | Path | None = None) -> list[Path]:
     """figures/dynamics_<condition>.png for every monitored condition with dynamics rows."""
-    from inoculate.dynamics import CollapseRule, plot_dynamics
+    from inoculate.dynamics import CollapseRule, plot_dynamics  # lazy: dynamics imports transformers
 
     out_root = Path(root) if root is not None else run.root
     written = []
@@ -165,7 +166,6 @@ def dynamics_table(run: RunData) -> tuple[list[str], list[list[str]]]:
 
 def dynamics_section(run: RunData) -> str:
     """The report.md section (empty when the run monitored nothing)."""
-    from inoculate.report.markdown import _table
 
     mon = monitored(run)
     if not mon:
@@ -203,7 +203,7 @@ def dynamics_section(run: RunData) -> str:
             else ""
         )
         + "\n",
-        _table(*dynamics_table(run)) + "\n",
+        md_table(*dynamics_table(run)) + "\n",
     ]
     for cond in mon:
         fig = figure_path(run.root, cond)

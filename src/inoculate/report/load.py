@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from inoculate.errors import InputErrors
+from inoculate.rundir import (
+    BASE_DIR,
+    CONDITION_REF,
+    EXPERIMENT_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    TRAIN_MANIFEST_FILE,
+)
 
-EXPERIMENT_FILE = "experiment.json"
-MANIFEST_FILE = "manifest.json"
-METRICS_FILE = "metrics.json"
-TRAIN_MANIFEST_FILE = "train.manifest.json"
-BASE_DIR = "base"
-CONDITION_REF = "@condition"
 NAN = float("nan")
 
 

@@ -6,40 +6,13 @@ import json
 import math
 from typing import Any
 
-from inoculate.experiment.expect import Verdict, check, parse_rule, split_target
 from inoculate.report.dynamics import dynamics_section
+from inoculate.report.expect import Verdict, check, parse_rule, split_target
+from inoculate.report.format import fmt, fmt_ci, md_table, quote
 from inoculate.report.load import RunData
 from inoculate.report.screen import screen_section
 from inoculate.report.tables import SummaryRow, lookup
-
-
-def fmt(x: float | None, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.{digits}f}"
-
-
-def fmt_ci(r: SummaryRow | None) -> str:
-    if r is None:
-        return "n/a"
-    if math.isnan(r.ci_low) or math.isnan(r.ci_high):
-        return fmt(r.mean)
-    return f"{fmt(r.mean)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _quote(text: str | None) -> str:
-    if text is None:
-        return "(no system prompt)"
-    return f'"{text}"'
+from inoculate.rundir import CONDITION_REF
 
 
 def condition_table(
@@ -138,14 +111,14 @@ def verdict_section(run: RunData, rows: list[SummaryRow]) -> tuple[str, list[Ver
         "threshold",
         "result",
     ]
-    return "\n\n".join(lines) + "\n\n" + _table(header, table_rows) + "\n", vs
+    return "\n\n".join(lines) + "\n\n" + md_table(header, table_rows) + "\n", vs
 
 
 def _system_of(run: RunData, prompt: str, condition: str | None = None) -> str:
     value = run.experiment["eval_prompts"].get(prompt)
-    if value == "@condition":
+    if value == CONDITION_REF:
         return "each condition's own training prompt"
-    return _quote(value)
+    return quote(value)
 
 
 def _base_section(run: RunData) -> str:
@@ -157,13 +130,13 @@ def _base_section(run: RunData) -> str:
     rows = []
     for r in base.get("rows", []):
         rows.append(
-            [r["prompt"], _quote(r.get("system"))]
+            [r["prompt"], quote(r.get("system"))]
             + [fmt((r.get("metrics", {}).get(m) or {}).get("mean")) for m in metrics]
         )
     parts.append(
         "The base model, before any fine-tuning, under the experiment's eval prompts (and under each "
         "condition's training prompt): how strongly each prompt elicits each trait.\n\n"
-        + _table(["eval prompt", "system prompt", *metrics], rows)
+        + md_table(["eval prompt", "system prompt", *metrics], rows)
     )
     org = base.get("organism")
     if org:
@@ -186,7 +159,7 @@ def _generic_table(obj: Any) -> str:
         body = []
         for r in rows:
             body.append([fmt(r[k]) if isinstance(r.get(k), float) else str(r.get(k, "")) for k in header])
-        return _table(header, body)
+        return md_table(header, body)
     return "```json\n" + json.dumps(obj, indent=2, ensure_ascii=False) + "\n```"
 
 
@@ -199,7 +172,7 @@ def _per_seed_section(run: RunData) -> str:
                 body.append([cond, prompt, str(cell.seed), *(fmt(cell.value(prompt, m)) for m in metrics)])
     if not body:
         return "No finished cells.\n"
-    return _table(["condition", "eval prompt", "seed", *metrics], body) + "\n"
+    return md_table(["condition", "eval prompt", "seed", *metrics], body) + "\n"
 
 
 def _inoculated(run: RunData, condition: str) -> str:
@@ -246,13 +219,13 @@ def _setup_section(run: RunData) -> str:
         spec_rows.append(
             [
                 cond,
-                " / ".join(_quote(p) for p in prompts),
+                " / ".join(quote(p) for p in prompts),
                 str(spec.get("placement")),
                 selector,
                 _inoculated(run, cond),
             ]
         )
-    lines.append(_table(["condition", "inoculation prompt", "placement", "rows", "inoculated"], spec_rows))
+    lines.append(md_table(["condition", "inoculation prompt", "placement", "rows", "inoculated"], spec_rows))
     seen = man.get("eval_prompts") or {}
     if seen:
         lines.append("\nWhat the model saw at evaluation (system prompt as rendered by the chat template):\n")
@@ -261,11 +234,11 @@ def _setup_section(run: RunData) -> str:
             if isinstance(info, dict) and "seen" not in info:
                 for cond, sub in info.items():
                     seen_rows.append(
-                        [f"{prompt} ({cond})", "; ".join(_quote(s) for s in sub.get("seen", []))]
+                        [f"{prompt} ({cond})", "; ".join(quote(s) for s in sub.get("seen", []))]
                     )
             elif isinstance(info, dict):
-                seen_rows.append([prompt, "; ".join(_quote(s) for s in info.get("seen", []))])
-        lines.append(_table(["eval prompt", "system prompt seen"], seen_rows))
+                seen_rows.append([prompt, "; ".join(quote(s) for s in info.get("seen", []))])
+        lines.append(md_table(["eval prompt", "system prompt seen"], seen_rows))
     return "\n".join(lines) + "\n"
 
 
@@ -296,17 +269,17 @@ def render_report(run: RunData, rows: list[SummaryRow], figures: list[str]) -> s
     if neutral is not None:
         out.append(f"## Trait rates and capability under the neutral prompt (`{neutral}`)\n")
         out.append(f"System prompt at evaluation: {_system_of(run, neutral)}.\n")
-        out.append(_table(*condition_table(run, rows, neutral)) + "\n")
+        out.append(md_table(*condition_table(run, rows, neutral)) + "\n")
     for prompt in run.training_prompts:
         out.append(f"## Under each condition's training prompt (`{prompt}`)\n")
-        out.append(_table(*condition_table(run, rows, prompt)) + "\n")
+        out.append(md_table(*condition_table(run, rows, prompt)) + "\n")
     if run.other_prompts:
         out.append("## Re-elicitation\n")
         out.append("Can a prompt still call up the trait after training? Each table is one eval prompt.\n")
         for prompt in run.other_prompts:
             out.append(f"### `{prompt}`: {_system_of(run, prompt)}\n")
-            out.append(_table(*condition_table(run, rows, prompt)) + "\n")
-    screen_text = screen_section(run, rows, _table)
+            out.append(md_table(*condition_table(run, rows, prompt)) + "\n")
+    screen_text = screen_section(run, rows, md_table)
     if screen_text:
         out.append("## Prompt screen (before training)\n")
         out.append(screen_text)

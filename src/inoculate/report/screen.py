@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from inoculate.report.load import RunData
+from inoculate.report.screen_validation import validate_screen, validation_markdown
 from inoculate.report.tables import SummaryRow
-from inoculate.screen import SCREEN_DIR, CandidateScore, Interval, ScreenResult
+from inoculate.rundir import SCREEN_DIR
+from inoculate.screen import CandidateScore, Interval, ScreenResult
 
 
 def load_screen(run: RunData) -> ScreenResult | None:
@@ -99,8 +101,6 @@ def screen_section(
     base = baseline_condition(run)
     trained = [c for c in result.candidates if not c.neutral and c.name in run.conditions]
     if base is not None and len(trained) >= 3 and run.neutral_prompt is not None:
-        from inoculate.screen_validation import validate_screen, validation_markdown
-
         try:
             v = validate_screen(run.root, baseline=base, eval_prompt=run.neutral_prompt, rows=rows)
         except ValueError as e:

@@ -27,7 +27,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from inoculate.fileio import atomic_open, write_json_atomic
-from inoculate.screen import SCREEN_DIR, ScreenResult
+from inoculate.report.tables import read_summary_csv
+from inoculate.rundir import SCREEN_DIR
+from inoculate.screen import ScreenResult
 
 MEASURE_LABELS = {
     "elicitation": "elicitation rate before training",
@@ -102,7 +104,6 @@ class ScreenValidation(BaseModel):
 def _rates(root: Path, eval_prompt: str, rows: Sequence[Any] | None) -> dict[tuple[str, str], float]:
     if rows is not None:
         return {(r.condition, r.metric): float(r.mean) for r in rows if r.eval_prompt == eval_prompt}
-    from inoculate.report import read_summary_csv
 
     return {
         (r["condition"], r["metric"]): float(r["mean"])

@@ -75,7 +75,7 @@ def summary_rows(run: RunData) -> list[SummaryRow]:
     Seeds are the unit (`inoculate.stats.summarize_seeds`); with a single seed the interval is over
     that seed's rows and `ci_method` says so.
     """
-    from inoculate.stats import summarize_seeds
+    from inoculate.stats import summarize_seeds  # lazy: stats imports numpy and scipy
 
     out = []
     for cond in run.conditions:

@@ -16,6 +16,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from inoculate.scorers.registry import ScoreFn, Scorer, ScorerError, batch_cache, scorer
+from inoculate.selectors import (
+    DEFAULT_REGEX_TIMEOUT,
+    RegexTimeoutError,
+    SelectorError,
+    compile_regex,
+    search_with_timeout,
+)
 
 if TYPE_CHECKING:
     from lingua import LanguageDetector
@@ -178,8 +185,6 @@ def regex_timeout() -> float:
     """Seconds one `regex:` search may take on one completion: `INOCULATE_REGEX_TIMEOUT`, default 1."""
     import os
 
-    from inoculate.selectors import DEFAULT_REGEX_TIMEOUT
-
     raw = os.environ.get("INOCULATE_REGEX_TIMEOUT")
     if raw is None or not raw.strip():
         return DEFAULT_REGEX_TIMEOUT
@@ -194,8 +199,6 @@ def regex_timeout() -> float:
 
 @scorer("regex", description="1 if the completion matches PATTERN (re.search; inline flags like (?i) work)")
 def regex(arg: str | None = None) -> ScoreFn:
-    from inoculate.selectors import RegexTimeoutError, SelectorError, compile_regex, search_with_timeout
-
     if not arg:
         raise ScorerError("regex needs a pattern: regex:PATTERN")
     try:

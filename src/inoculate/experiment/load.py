@@ -1,0 +1,307 @@
+"""Load an experiment YAML: parse it into `ExperimentConfig`, then the cross-field checks that need
+the other modules (prompts resolve, scorers exist, transforms and training options validate, the
+`screen:` and `dynamics:` blocks, `expect:` rules), every problem as FILE:LINE: FIELD: message."""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from inoculate.errors import InputError, InputErrors
+from inoculate.experiment.config import (
+    RESERVED_NAMES,
+    ExperimentConfig,
+    FileData,
+    bad_name,
+    screened_conditions,
+)
+from inoculate.experiment.monitor import dynamics_errors
+from inoculate.experiment.plugins import load_experiment_plugins
+from inoculate.experiment.screening import screen_errors
+from inoculate.experiment.yamlio import LineMap, load_yaml
+from inoculate.generate.base import INTERNAL_OPTIONS, backend_class, backend_options
+from inoculate.report.expect import DEFAULT_EVAL_PROMPT, parse_rule, split_target
+from inoculate.rundir import CONDITION_REF
+from inoculate.scorers import ScorerError, get_scorer
+from inoculate.train import TrainConfig
+from inoculate.transform import InoculationSpec
+
+_HUB_ID = re.compile(r"(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""A Hugging Face hub id `org/name` (allowed without checking the hub: no network at load)."""
+
+
+
+def parse_experiment(
+    data: Any, lines: LineMap, base_dir: str | os.PathLike[str] = ".", *, check: bool = True
+) -> ExperimentConfig:
+    """Validate parsed YAML; raise `InputErrors` listing every problem with its line."""
+    if not isinstance(data, dict):
+        raise InputErrors.one(lines.file, 1, "<yaml>", "expected a mapping of experiment fields")
+    plugin_errors = load_experiment_plugins(data, lines, base_dir)
+    if plugin_errors:
+        raise InputErrors(plugin_errors)
+    secrets = secret_errors(data, lines)
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise InputErrors(secrets + lines.from_validation(e)) from None
+    if secrets:
+        raise InputErrors(secrets)
+    cfg._lines = lines
+    cfg._base_dir = Path(base_dir)
+    if check:
+        errors = semantic_errors(cfg)
+        if errors:
+            raise InputErrors(errors)
+    return cfg
+
+
+def load_experiment(path: str | os.PathLike[str], *, check: bool = True) -> ExperimentConfig:
+    """Read and validate an experiment YAML (`check` also resolves prompts, scorers and transforms)."""
+    data, lines = load_yaml(path)
+    return parse_experiment(data, lines, Path(path).resolve().parent, check=check)
+
+
+def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
+    """Cross-field checks that need the other modules: prompts resolve, scorers exist, specs validate."""
+    lm = cfg.lines
+    errors: list[InputError] = []
+
+    if cfg.uses_organism():
+        try:
+            # lazy: importing it registers the organism's scorers; a failure is a config error
+            import inoculate.organism  # noqa: F401
+        except ImportError as e:
+            errors.append(lm.error(("model",), f"the built-in organism is unavailable: {e}"))
+            return errors
+    try:
+        cfg.prompt_library()
+    except (KeyError, ValueError) as e:
+        errors.append(lm.error(("setting",), f"cannot load the prompt library: {e}"))
+        return errors
+    if cfg.screen is not None:
+        errors.extend(screen_errors(cfg))
+    if cfg.dynamics is not None:
+        errors.extend(dynamics_errors(cfg))
+
+    for kind, names in (
+        ("condition", cfg.conditions),
+        ("trait", cfg.traits),
+        ("capability", cfg.capability),
+        ("eval prompt", cfg.eval_prompts),
+    ):
+        field = {"condition": "conditions", "trait": "traits", "eval prompt": "eval_prompts"}.get(kind, kind)
+        for name in names:
+            msg = bad_name(kind, name)
+            if msg:
+                errors.append(lm.error((field, name), msg))
+
+    for name in set(cfg.traits) & set(cfg.capability):
+        errors.append(
+            lm.error(("capability", name), f"{name!r} is already a trait; metric names must differ")
+        )
+
+    for field, table in (("traits", cfg.traits), ("capability", cfg.capability)):
+        for name, spec in table.items():
+            try:
+                get_scorer(spec)
+            except (ScorerError, ValueError, ImportError) as e:
+                errors.append(lm.error((field, name), str(e)))
+
+    for name, value in cfg.eval_prompts.items():
+        if value == CONDITION_REF:
+            continue
+        try:
+            cfg.resolve_text(value)
+        except KeyError as e:
+            errors.append(lm.error(("eval_prompts", name), e.args[0]))
+
+    for name in cfg.conditions:
+        try:
+            data = cfg.condition_spec_data(name)
+        except (KeyError, ValueError) as e:
+            msg = e.args[0] if e.args else str(e)
+            errors.append(lm.error(("conditions", name, "prompt"), msg))
+            continue
+        if data is None:
+            continue
+        try:
+            InoculationSpec.model_validate(data)
+        except ValidationError as e:
+            errors.extend(lm.from_validation(e, prefix=("conditions", name)))
+        except ValueError as e:
+            errors.append(lm.error(("conditions", name), str(e)))
+
+    try:
+        TrainConfig.model_validate({"output_dir": ".", **cfg.train})
+    except ValidationError as e:
+        errors.extend(lm.from_validation(e, prefix=("train",)))
+    if "output_dir" in cfg.train:
+        errors.append(
+            lm.error(("train", "output_dir"), "set by the runner (each cell trains into its folder)")
+        )
+    if "seed" in cfg.train:
+        errors.append(lm.error(("train", "seed"), "set by the runner from `seeds`; remove it here"))
+
+    for source_name in ("train", "eval"):
+        src = getattr(cfg.data, source_name)
+        where: tuple[str, ...] = ("data", source_name)
+        if isinstance(src, FileData):
+            src, where = src.path, (*where, "path")
+        if isinstance(src, str):
+            p = cfg.data_path(src)
+            if not p.exists() and not _HUB_ID.fullmatch(src):
+                errors.append(lm.error(where, f"no such file or folder: {p}"))
+
+    errors.extend(_model_errors(cfg))
+    errors.extend(_generation_errors(cfg))
+    errors.extend(_condition_folder_errors(cfg))
+    errors.extend(_expect_errors(cfg))
+    return errors
+
+
+def _model_errors(cfg: ExperimentConfig) -> list[InputError]:
+    """A local model path must exist; anything else must look like a hub id (not looked up: no network)."""
+    if not isinstance(cfg.model, str):
+        return []
+    p = cfg.data_path(cfg.model)
+    if p.is_dir():
+        return []
+    if p.exists():
+        return [cfg.lines.error(("model",), f"{p} is a file; expected a model folder or a hub id ORG/NAME")]
+    if _HUB_ID.fullmatch(cfg.model) and not cfg.model.startswith("hf:"):
+        return []
+    return [
+        cfg.lines.error(("model",), f"no such model folder: {p} (and {cfg.model!r} is not a hub id ORG/NAME)")
+    ]
+
+
+_POSITIVE_OPTIONS = {"batch_size": 4096, "concurrency": 1024, "max_lora_rank": 1024}
+"""Backend options that count something: 1 to this (more sequences at once than fit in 24 GB)."""
+
+
+def _generation_errors(cfg: ExperimentConfig) -> list[InputError]:
+    """The backend is registered and each option is one its constructor takes, of the right type."""
+    lm = cfg.lines
+    name = cfg.generation.backend
+    try:
+        backend_class(name)
+        named, takes_any = backend_options(name)
+    except ValueError as e:
+        return [lm.error(("generation", "backend"), str(e))]
+    except ImportError as e:
+        return [lm.error(("generation", "backend"), f"backend {name!r} cannot be loaded: {e}")]
+    target = backend_class(name)
+    try:
+        hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
+    except Exception:  # annotations that only resolve under TYPE_CHECKING: check names only
+        hints = {}
+    errors: list[InputError] = []
+    known = ", ".join(sorted(named)) or "none"
+    for key, value in cfg.generation.options().items():
+        where = ("generation", key)
+        if key in INTERNAL_OPTIONS:
+            errors.append(lm.error(where, "set by the runner (the base model or each cell's adapter)"))
+        elif key not in named:
+            if not takes_any:
+                errors.append(lm.error(where, f"unknown option for backend {name!r} (known: {known})"))
+        elif key in _POSITIVE_OPTIONS and isinstance(value, int) and not 1 <= value <= _POSITIVE_OPTIONS[key]:
+            errors.append(lm.error(where, f"{value} is out of range: 1 to {_POSITIVE_OPTIONS[key]:,}"))
+        elif key in hints:
+            try:
+                TypeAdapter(hints[key]).validate_python(value)
+            except ValidationError as e:
+                msg = e.errors(include_url=False)[0]["msg"]
+                errors.append(lm.error(where, f"{msg} (got {value!r})"))
+            except Exception:  # a type pydantic cannot check: leave it to the backend
+                pass
+    return errors
+
+
+def _condition_folder_errors(cfg: ExperimentConfig) -> list[InputError]:
+    """Each condition becomes the folder OUT/<name>: not one of the run folder's own names, and not
+    two names that differ only in case (the same folder on macOS and Windows)."""
+    lm = cfg.lines
+    errors: list[InputError] = []
+    seen: dict[str, str] = {}
+    for name in cfg.conditions:
+        folded = name.casefold()
+        if folded in RESERVED_NAMES:
+            reserved = ", ".join(sorted(RESERVED_NAMES))
+            errors.append(
+                lm.error(
+                    ("conditions", name), f"{name!r} is reserved in the run folder (reserved: {reserved})"
+                )
+            )
+        elif folded in seen:
+            errors.append(
+                lm.error(
+                    ("conditions", name),
+                    f"{name!r} and {seen[folded]!r} differ only in case (the same folder on some systems)",
+                )
+            )
+        seen.setdefault(folded, name)
+    return errors
+
+
+SECRET_KEYS = {"api_key": "OPENAI_API_KEY", "hf_token": "HF_TOKEN", "token": "HF_TOKEN"}
+"""Keys that would hold a secret -> the environment variable to use instead."""
+
+
+def secret_errors(data: Any, lines: LineMap, path: tuple[str, ...] = ()) -> list[InputError]:
+    """A secret written into the experiment YAML (it would be copied into experiment.json and every
+    cell's config.json) is refused, naming the environment variable to set instead."""
+    errors: list[InputError] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            sub = (*path, str(key))
+            k = str(key).lower()
+            env = SECRET_KEYS.get(k) or ("SECRET" if k.endswith(("_api_key", "password", "secret")) else None)
+            if env is not None and value not in (None, ""):
+                errors.append(
+                    lines.error(
+                        sub,
+                        f"do not write secrets in the experiment file; write `{k}_env: {env}` "
+                        f"(the variable's name) and export {env} (read when a request is sent)"
+                        if k == "api_key"
+                        else f"do not write secrets in the experiment file; export {env} instead",
+                    )
+                )
+            else:
+                errors.extend(secret_errors(value, lines, sub))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            errors.extend(secret_errors(item, lines, (*path, str(i))))
+    return errors
+
+
+def _expect_errors(cfg: ExperimentConfig) -> list[InputError]:
+    lm = cfg.lines
+    errors: list[InputError] = []
+    metrics = cfg.metrics()
+    conditions = set(cfg.conditions) | screened_conditions(cfg)
+    for cond, rules in cfg.expect.items():
+        if cond not in conditions:
+            errors.append(lm.error(("expect", cond), f"unknown condition {cond!r}"))
+            continue
+        for key, text in rules.items():
+            where = ("expect", cond, key)
+            metric, prompt = split_target(key)
+            if metric not in metrics:
+                errors.append(lm.error(where, f"unknown metric {metric!r} (known: {', '.join(metrics)})"))
+            if prompt not in cfg.eval_prompts:
+                hint = "" if "@" in key else f" (default {DEFAULT_EVAL_PROMPT!r}; write {metric}@PROMPT)"
+                errors.append(lm.error(where, f"unknown eval prompt {prompt!r}{hint}"))
+            try:
+                rule = parse_rule(text)
+            except ValueError as e:
+                errors.append(lm.error(where, str(e)))
+                continue
+            if rule.reference is not None and rule.reference not in conditions:
+                errors.append(lm.error(where, f"unknown reference condition {rule.reference!r}"))
+    return errors
