@@ -36,7 +36,7 @@ def test_demo_trains_with_the_organisms_tuned_stage2_settings():
 
     cfg = demo_config()
     tuned = organism.stage2_settings(cfg.model.organism.preset)
-    assert {k: cfg.train.get(k) for k in tuned} == tuned
+    assert {k: getattr(cfg.train, k) for k in tuned} == tuned
 
 
 def test_demo_expectations_are_the_issue_targets():
@@ -123,7 +123,9 @@ def test_demo_report_includes_the_organism_elicitation_table(tiny_demo):
 
 def test_demo_monitors_the_spanish_inoculation(tiny_demo):
     """The demo's `dynamics:` block: curves for inoculate_spanish only, in the report."""
-    assert demo_config().dynamics == {"every": 5, "conditions": ["inoculate_spanish"]}
+    dynamics = demo_config().dynamics
+    assert dynamics is not None
+    assert dynamics.model_dump(exclude_unset=True) == {"every": 5, "conditions": ["inoculate_spanish"]}
     assert {p.name for p in (tiny_demo / "figures").glob("dynamics_*.png")} == {
         "dynamics_inoculate_spanish.png"
     }

@@ -132,7 +132,7 @@ def test_screened_conditions_may_be_monitored(tiny_model_dir: Path, tmp_path: Pa
     cfg = load_experiment(
         with_block(base, {"conditions": ["screened", "inoc"], "probes": "probes.jsonl"}, screen=screen)
     )
-    assert cfg.dynamics["conditions"] == ["screened", "inoc"]
+    assert cfg.dynamics.conditions == ["screened", "inoc"]
     msgs = errors_of(with_block(base, {"conditions": ["screend"], "probes": "probes.jsonl"}, screen=screen))
     assert any("dynamics.conditions.0: unknown condition 'screend'" in m and "screened" in m for m in msgs)
 

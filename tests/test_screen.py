@@ -396,7 +396,9 @@ def test_run_screens_then_trains_the_pick(toy_dir: Path, tmp_path: Path) -> None
     path = _write_experiment(tmp_path / "exp", toy_dir)
     outcome = run_experiment(path, tmp_path / "run", write_report=False)
     assert sorted(outcome.prepared.config.conditions) == ["baseline", "screened"]
-    assert outcome.prepared.config.conditions["screened"] == {"prompt": STRONG, "placement": "system"}
+    screened = outcome.prepared.config.conditions["screened"]
+    assert screened is not None
+    assert screened.model_dump(exclude_unset=True) == {"prompt": STRONG, "placement": "system"}
     assert (tmp_path / "run" / "screened" / "seed_0" / "done").is_file()
     shown = ScreenResult.model_validate_json((tmp_path / "run" / "screen" / "screen.json").read_text())
     assert shown.recommendation == "strong" and shown.primary_trait == "caps"

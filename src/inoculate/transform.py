@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
 from inoculate._version import __version__
@@ -44,6 +43,7 @@ from inoculate.selectors import (
     parse_where,
     select_fraction,
 )
+from inoculate.yamlio import load_yaml
 
 Placement = Literal["system", "system-prepend", "system-append", "user-prefix", "user-suffix", "template"]
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
@@ -206,29 +206,15 @@ def load_spec(
 
 
 def _read_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    file = str(path)
-    if not path.is_file():
-        raise InputErrors.one(file, 0, "<file>", "no such file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        problem = getattr(e, "problem", None) or str(e)
-        raise InputErrors.one(file, line, "<yaml>", f"invalid YAML: {problem}") from None
+    """A spec file's fields and the line of each top-level key (read by the one YAML reader, `yamlio`)."""
+    data, lines = load_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise InputErrors.one(
-            file, 1, "<yaml>", f"expected a mapping of spec fields, got {type(data).__name__}"
+            str(path), 1, "<yaml>", f"expected a mapping of spec fields, got {type(data).__name__}"
         )
-    lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for k, _v in node.value:
-            lines[str(k.value)] = k.start_mark.line + 1
-    return {str(k): v for k, v in data.items()}, lines
+    return {str(k): v for k, v in data.items()}, {str(k): lines.line(str(k)) for k in data}
 
 
 _FLAGS = {"prompts": "--prompt", "regex_roles": "--regex-role"}

@@ -15,7 +15,7 @@ from inoculate.registry import load_plugins
 
 if TYPE_CHECKING:
     from inoculate.errors import InputError
-    from inoculate.experiment.yamlio import LineMap
+    from inoculate.yamlio import LineMap
 
 _TRAIN_HELP = """Fine-tune MODEL on the final assistant turn of each example in DATA (LoRA by default).
 
@@ -138,9 +138,9 @@ def train_cmd(
     import sys
 
     from inoculate.errors import InputError, InputErrors
-    from inoculate.experiment.yamlio import load_yaml
     from inoculate.formats import read_examples
     from inoculate.train import TrainConfig, train
+    from inoculate.yamlio import load_yaml
 
     options: dict[str, Any] = {}
     loaded: dict[str, Any] = {}

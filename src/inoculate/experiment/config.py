@@ -51,13 +51,15 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
-    ValidationError,
     field_validator,
 )
 
-from inoculate.experiment.yamlio import LineMap
+from inoculate.dynamics import CollapseRule
 from inoculate.rundir import BASE_DIR, CONDITION_REF, EXPERIMENT_FILE, MANIFEST_FILE, SCREEN_DIR
 from inoculate.screen import MEASURES, Measure
+from inoculate.train import TrainConfig
+from inoculate.transform import InoculationSpec, Placement
+from inoculate.yamlio import LineMap
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 """Names of the experiment, conditions, metrics and eval prompts (matched whole: no newline)."""
@@ -213,6 +215,99 @@ class GenerationSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class TrainBlock(TrainConfig):
+    """The `train:` block: `inoculate.train.TrainConfig`'s fields; `output_dir` and `seed` are set by the
+    runner (each cell trains into its folder, with its seed), so giving them is an error."""
+
+    output_dir: str = "."
+
+
+class ScreenCandidateSpec(_Strict):
+    name: str
+    prompt: str
+    """Prompt text or an `@name` reference to the experiment's prompt library."""
+
+
+class ScreenBlock(_Strict):
+    """The experiment YAML's `screen:` block.
+
+    ```yaml
+    screen:
+      candidates: [{name: strong, prompt: "@inoculate_spanish"}, "Respond in Spanish."]
+      pick: best          # best: train one condition with the recommended prompt; all: one per candidate
+      measure: surprise   # what `best` ranks by (surprise | elicitation)
+      trait: spanish      # the trait (a key of `traits`) to screen; default the first trait
+    ```
+    `measures`, `n`, `max_examples` and `batch_size` are `inoculate.screen.ScreenConfig`'s fields; the
+    sampling comes from the experiment's `sampling`. Elicitation samples with the experiment's
+    `sampling` settings and first seed on the eval set, scored by the experiment's trait scorers;
+    surprise uses the training data. The neutral reference is `neutral` (default: the `neutral` eval
+    prompt, else no system prompt). `placement` is the screened conditions' (`transform.Placement`).
+    """
+
+    candidates: list[str | ScreenCandidateSpec] = Field(min_length=1)
+    pick: Literal["best", "all"] = "best"
+    measure: Measure = "surprise"
+    measures: list[Measure] = Field(default_factory=lambda: list(MEASURES), min_length=1)
+    trait: str | None = None
+    condition: str = "screened"
+    """Name of the condition trained with the recommended prompt (`pick: best`)."""
+    placement: Placement = "system"
+    neutral: str | None = None
+    n: int = Field(64, ge=1)
+    max_examples: int = Field(256, ge=1)
+    batch_size: int = Field(64, ge=1)
+    """Sequences per teacher-forced forward pass (the experiment's `generation:` sets elicitation's)."""
+    contrast: bool = True
+    """Add the trait-specific term when the data's setting can render responses without the trait."""
+
+    def named(self) -> list[tuple[str, str]]:
+        out = []
+        for i, c in enumerate(self.candidates, start=1):
+            out.append((c.name, c.prompt) if isinstance(c, ScreenCandidateSpec) else (f"c{i}", c))
+        return out
+
+    def condition_names(self) -> list[str]:
+        return [self.condition] if self.pick == "best" else [name for name, _ in self.named()]
+
+
+ScreenSpec = ScreenBlock
+"""The former name of `ScreenBlock`."""
+
+ORGANISM_PROBES = "organism"
+ALL = "all"
+
+
+class DynamicsBlock(_Strict):
+    """The `dynamics:` block (see `inoculate.experiment.monitor`)."""
+
+    every: int = Field(5, ge=1)
+    conditions: list[str] | str = ALL
+    prompt: str | None = None
+    """Inoculation prompt for monitored conditions without one: a condition name, `@name`, or text."""
+    trait: str | None = None
+    other: str | None = None
+    probes: str = ORGANISM_PROBES
+    n_probes: int = Field(24, ge=1)
+    both: bool = True
+    batch_size: int = Field(16, ge=1)
+    stop_on_collapse: bool = False
+    collapse: CollapseRule = Field(default_factory=CollapseRule)
+
+    @field_validator("conditions")
+    @classmethod
+    def _conditions(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, str):
+            if v != ALL:
+                raise ValueError(f"expected {ALL!r} or a list of condition names")
+            return v
+        if not v:
+            raise ValueError(f"list at least one condition (or write {ALL!r})")
+        if len(set(v)) != len(v):
+            raise ValueError("conditions must be distinct")
+        return v
+
+
 class ExperimentConfig(_Strict):
     name: str
     description: str = ""
@@ -224,23 +319,26 @@ class ExperimentConfig(_Strict):
     """The organism setting whose prompt library `@name` references use (default: the data's)."""
     prompts: dict[str, str] = Field(default_factory=dict)
     data: DataSpec
-    conditions: dict[str, dict[str, Any] | None] = Field(min_length=1)
+    conditions: dict[str, InoculationSpec | None] = Field(min_length=1)
+    """name -> inoculation transform (`@name` prompts resolved by `condition_spec`), null: none."""
     traits: dict[str, str] = Field(min_length=1)
     capability: dict[str, str] = Field(default_factory=dict)
     seeds: int | list[int]
     eval_prompts: dict[str, str | None] = Field(min_length=1)
     sampling: SamplingSpec
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
-    train: dict[str, Any] = Field(default_factory=dict)
+    train: TrainBlock = Field(default_factory=TrainBlock)
     expect: dict[str, dict[str, str]] = Field(default_factory=dict)
-    screen: dict[str, Any] | None = None
-    """Prompt screening before training (`inoculate.screen.ScreenSpec`): adds the screened condition(s)."""
-    dynamics: dict[str, Any] | None = None
-    """The learning-dynamics monitor on conditions' training (`inoculate.experiment.monitor.DynamicsSpec`)."""
+    screen: ScreenBlock | None = None
+    """Prompt screening before training: adds the screened condition(s)."""
+    dynamics: DynamicsBlock | None = None
+    """The learning-dynamics monitor on conditions' training (`inoculate.experiment.monitor`)."""
 
     _lines: LineMap = PrivateAttr()
     _base_dir: Path = PrivateAttr(default=Path("."))
     _library: dict[str, str] | None = PrivateAttr(default=None)
+    _invalid: frozenset[tuple[str, ...]] = PrivateAttr(default=frozenset())
+    """Key paths whose field errors were already reported (`load.parse_experiment`): checks skip them."""
 
     @field_validator("name")
     @classmethod
@@ -331,22 +429,28 @@ class ExperimentConfig(_Strict):
             value = lib[name]
         return value if value.strip() else None
 
-    def condition_spec_data(self, name: str) -> dict[str, Any] | None:
-        """A condition's transform fields with `@name` prompts resolved and prompt_file made absolute."""
-        raw = self.conditions[name]
-        if raw is None:
+    def condition_spec(self, name: str) -> InoculationSpec | None:
+        """A condition's transform with `@name` prompts resolved and prompt_file made absolute.
+        Raises KeyError (unknown reference), ValueError (empty prompt) or ValidationError (the
+        resolved prompts are invalid, e.g. a pool whose references resolve to the same text)."""
+        spec = self.conditions[name]
+        if spec is None:
             return None
-        data = dict(raw)
-        if isinstance(data.get("prompt"), str):
-            data["prompt"] = self._resolve_required(data["prompt"])
-        if isinstance(data.get("prompts"), list):
-            data["prompts"] = [
-                self._resolve_required(p) if isinstance(p, str) else p for p in data["prompts"]
-            ]
-        pf = data.get("prompt_file")
-        if isinstance(pf, str) and not Path(pf).is_absolute():
-            data["prompt_file"] = str(self.base_dir / pf)
-        return data
+        data = spec.model_dump(exclude_unset=True)
+        if spec.prompt is not None:
+            data["prompt"] = self._resolve_required(spec.prompt)
+        if spec.prompts is not None:
+            data["prompts"] = [self._resolve_required(p) for p in spec.prompts]
+        if spec.prompt_file is not None and not spec.prompt_file.is_absolute():
+            data["prompt_file"] = self.base_dir / spec.prompt_file
+        if data == spec.model_dump(exclude_unset=True):
+            return spec
+        return InoculationSpec.model_validate(data)
+
+    def condition_spec_data(self, name: str) -> dict[str, Any] | None:
+        """`condition_spec` as the fields given (`@name` prompts resolved, prompt_file absolute)."""
+        spec = self.condition_spec(name)
+        return None if spec is None else spec.model_dump(exclude_unset=True, mode="json")
 
     def _resolve_required(self, value: str) -> str:
         text = self.resolve_text(value)
@@ -359,62 +463,6 @@ class ExperimentConfig(_Strict):
         return p if p.is_absolute() else self.base_dir / p
 
 
-class ScreenCandidateSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    prompt: str
-    """Prompt text or an `@name` reference to the experiment's prompt library."""
-
-
-class ScreenSpec(BaseModel):
-    """The experiment YAML's `screen:` block.
-
-    ```yaml
-    screen:
-      candidates: [{name: strong, prompt: "@inoculate_spanish"}, "Respond in Spanish."]
-      pick: best          # best: train one condition with the recommended prompt; all: one per candidate
-      measure: surprise   # what `best` ranks by (surprise | elicitation)
-      trait: spanish      # the trait (a key of `traits`) to screen; default the first trait
-    ```
-    Elicitation samples with the experiment's `sampling` settings and first seed on the eval set,
-    scored by the experiment's trait scorers; surprise uses the training data. The neutral reference
-    is `neutral` (default: the `neutral` eval prompt, else no system prompt).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    candidates: list[str | ScreenCandidateSpec] = Field(min_length=1)
-    pick: Literal["best", "all"] = "best"
-    measure: Measure = "surprise"
-    measures: list[Measure] = Field(default_factory=lambda: list(MEASURES), min_length=1)
-    trait: str | None = None
-    condition: str = "screened"
-    """Name of the condition trained with the recommended prompt (`pick: best`)."""
-    placement: Literal["system", "user_prefix", "user_suffix"] = "system"
-    neutral: str | None = None
-    n: int = Field(64, ge=1)
-    max_examples: int = Field(256, ge=1)
-    batch_size: int = Field(64, ge=1)
-    """Sequences per teacher-forced forward pass (the experiment's `generation:` sets elicitation's)."""
-    contrast: bool = True
-    """Add the trait-specific term when the data's setting can render responses without the trait."""
-
-    def named(self) -> list[tuple[str, str]]:
-        out = []
-        for i, c in enumerate(self.candidates, start=1):
-            out.append((c.name, c.prompt) if isinstance(c, ScreenCandidateSpec) else (f"c{i}", c))
-        return out
-
-    def condition_names(self) -> list[str]:
-        return [self.condition] if self.pick == "best" else [name for name, _ in self.named()]
-
-
 def screened_conditions(cfg: ExperimentConfig) -> set[str]:
     """The conditions a valid `screen:` block will add (empty if there is none or it is invalid)."""
-    if cfg.screen is None:
-        return set()
-    try:
-        return set(ScreenSpec.model_validate(cfg.screen).condition_names())
-    except ValidationError:
-        return set()
+    return set() if cfg.screen is None else set(cfg.screen.condition_names())

@@ -23,13 +23,12 @@ from inoculate.experiment.config import (
 from inoculate.experiment.monitor import dynamics_errors
 from inoculate.experiment.plugins import load_experiment_plugins
 from inoculate.experiment.screening import screen_errors
-from inoculate.experiment.yamlio import LineMap, load_yaml
 from inoculate.generate.base import INTERNAL_OPTIONS, backend_class, backend_options
 from inoculate.report.expect import DEFAULT_EVAL_PROMPT, parse_rule, split_target
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import ScorerError, get_scorer
-from inoculate.train import TrainConfig
 from inoculate.transform import InoculationSpec
+from inoculate.yamlio import LineMap, load_yaml
 
 _HUB_ID = re.compile(r"(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+")
 """A Hugging Face hub id `org/name` (allowed without checking the hub: no network at load)."""
@@ -46,19 +45,59 @@ def parse_experiment(
     if plugin_errors:
         raise InputErrors(plugin_errors)
     secrets = secret_errors(data, lines)
+    field_errors: list[InputError] = []
+    invalid: frozenset[tuple[str, ...]] = frozenset()
     try:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as e:
-        raise InputErrors(secrets + lines.from_validation(e)) from None
+        field_errors = lines.from_validation(e)
+        recovered = _without_invalid(data, e)
+        if recovered is None or not check:
+            raise InputErrors(secrets + field_errors) from None
+        cfg, invalid = recovered
     if secrets:
-        raise InputErrors(secrets)
+        raise InputErrors(secrets + field_errors)
     cfg._lines = lines
     cfg._base_dir = Path(base_dir)
+    cfg._invalid = invalid
     if check:
-        errors = semantic_errors(cfg)
+        errors = field_errors + semantic_errors(cfg)
         if errors:
             raise InputErrors(errors)
     return cfg
+
+
+_PLACEHOLDER = InoculationSpec(prompt="<invalid>")
+"""Stands in for a condition whose fields are invalid, so the other checks still see a prompted condition."""
+
+
+def _without_invalid(
+    data: dict[str, Any], exc: ValidationError
+) -> tuple[ExperimentConfig, frozenset[tuple[str, ...]]] | None:
+    """When every field error lies inside a block (`conditions`, `train`, `screen`, `dynamics`), the
+    experiment with the invalid keys left out, so the cross-field checks still run and every problem
+    is reported at once; the invalid key paths are returned so those checks skip them. None when a
+    top-level field itself is invalid (then its errors alone are reported)."""
+    invalid: set[tuple[str, ...]] = set()
+    fixed = dict(data)
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        block = loc[0] if loc else ""
+        if block not in ("conditions", "train", "screen", "dynamics") or len(loc) < 2:
+            return None
+        if not isinstance(data.get(block), dict):
+            return None
+        if block == "screen":  # an invalid screen block adds no condition (its errors are reported)
+            fixed["screen"] = None
+        elif block == "conditions":
+            fixed["conditions"] = {**fixed["conditions"], loc[1]: _PLACEHOLDER}
+        else:
+            fixed[block] = {k: v for k, v in fixed[block].items() if k != loc[1]}
+        invalid.add(loc[:2])
+    try:
+        return ExperimentConfig.model_validate(fixed), frozenset(invalid)
+    except ValidationError:
+        return None
 
 
 def load_experiment(path: str | os.PathLike[str], *, check: bool = True) -> ExperimentConfig:
@@ -122,30 +161,21 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
             errors.append(lm.error(("eval_prompts", name), e.args[0]))
 
     for name in cfg.conditions:
+        if ("conditions", name) in cfg._invalid:
+            continue
         try:
-            data = cfg.condition_spec_data(name)
+            cfg.condition_spec(name)
+        except ValidationError as e:  # the resolved prompts (the fields themselves were parsed)
+            errors.extend(lm.from_validation(e, prefix=("conditions", name)))
         except (KeyError, ValueError) as e:
             msg = e.args[0] if e.args else str(e)
             errors.append(lm.error(("conditions", name, "prompt"), msg))
-            continue
-        if data is None:
-            continue
-        try:
-            InoculationSpec.model_validate(data)
-        except ValidationError as e:
-            errors.extend(lm.from_validation(e, prefix=("conditions", name)))
-        except ValueError as e:
-            errors.append(lm.error(("conditions", name), str(e)))
 
-    try:
-        TrainConfig.model_validate({"output_dir": ".", **cfg.train})
-    except ValidationError as e:
-        errors.extend(lm.from_validation(e, prefix=("train",)))
-    if "output_dir" in cfg.train:
+    if "output_dir" in cfg.train.model_fields_set:
         errors.append(
             lm.error(("train", "output_dir"), "set by the runner (each cell trains into its folder)")
         )
-    if "seed" in cfg.train:
+    if "seed" in cfg.train.model_fields_set:
         errors.append(lm.error(("train", "seed"), "set by the runner from `seeds`; remove it here"))
 
     for source_name in ("train", "eval"):

@@ -43,11 +43,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.cache import hash_obj
-from inoculate.experiment.config import ExperimentConfig, OrganismData, screened_conditions
+from inoculate.experiment.config import (
+    ALL,
+    ORGANISM_PROBES,
+    DynamicsBlock,
+    ExperimentConfig,
+    OrganismData,
+    screened_conditions,
+)
 from inoculate.records import ChatExample
 from inoculate.rundir import neutral_eval_prompt
 from inoculate.transform import InoculationSpec, resolve_prompts
@@ -55,50 +62,18 @@ from inoculate.transform import InoculationSpec, resolve_prompts
 if TYPE_CHECKING:
     from inoculate.dynamics import CollapseRule, LearningDynamicsCallback, Probe, ProbeSet
 
-ORGANISM_PROBES = "organism"
-ALL = "all"
 PROBE_LABELS = ("neutral", "inoculation")
 
-
-class DynamicsSpec(BaseModel):
-    """The `dynamics:` block (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    every: int = Field(5, ge=1)
-    conditions: list[str] | str = ALL
-    prompt: str | None = None
-    """Inoculation prompt for monitored conditions without one: a condition name, `@name`, or text."""
-    trait: str | None = None
-    other: str | None = None
-    probes: str = ORGANISM_PROBES
-    n_probes: int = Field(24, ge=1)
-    both: bool = True
-    batch_size: int = Field(16, ge=1)
-    stop_on_collapse: bool = False
-    collapse: dict[str, Any] = Field(default_factory=dict)
-    """`inoculate.dynamics.CollapseRule` fields (validated in `dynamics_errors`)."""
-
-    @field_validator("conditions")
-    @classmethod
-    def _conditions(cls, v: list[str] | str) -> list[str] | str:
-        if isinstance(v, str):
-            if v != ALL:
-                raise ValueError(f"expected {ALL!r} or a list of condition names")
-            return v
-        if not v:
-            raise ValueError(f"list at least one condition (or write {ALL!r})")
-        if len(set(v)) != len(v):
-            raise ValueError("conditions must be distinct")
-        return v
+DynamicsSpec = DynamicsBlock
+"""The former name of `config.DynamicsBlock`."""
 
 
-def dynamics_spec(cfg: ExperimentConfig) -> DynamicsSpec | None:
-    """The experiment's `dynamics:` block, parsed (None when there is none)."""
-    return None if cfg.dynamics is None else DynamicsSpec.model_validate(cfg.dynamics)
+def dynamics_spec(cfg: ExperimentConfig) -> DynamicsBlock | None:
+    """The experiment's `dynamics:` block (None when there is none)."""
+    return cfg.dynamics
 
 
-def _trait_names(spec: DynamicsSpec, traits: dict[str, str]) -> tuple[str, str | None]:
+def _trait_names(spec: DynamicsBlock, traits: dict[str, str]) -> tuple[str, str | None]:
     names = list(traits)
     trait = spec.trait if spec.trait is not None else names[0]
     if spec.other is not None:
@@ -112,20 +87,12 @@ def _has_prompt(cfg: ExperimentConfig, condition: str, screened: set[str]) -> bo
 
 def dynamics_errors(cfg: ExperimentConfig) -> list[InputError]:
     """Problems in an experiment's `dynamics:` block, located (for `semantic_errors`)."""
-    from inoculate.dynamics import CollapseRule  # lazy: dynamics imports transformers
-
     lm = cfg.lines
-    raw = cfg.dynamics
-    assert raw is not None
+    spec = cfg.dynamics
+    assert spec is not None
     errors: list[InputError] = []
-    try:
-        spec = DynamicsSpec.model_validate(raw)
-        bad: set[str] = set()
-    except ValidationError as e:
-        # report these, and check the other fields as well (a bad field takes its default, unchecked)
-        errors.extend(lm.from_validation(e, prefix=("dynamics",)))
-        bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
-        spec = DynamicsSpec.model_validate({k: v for k, v in raw.items() if k not in bad})
+    # fields whose errors `parse_experiment` reported: they took their defaults and are not checked
+    bad = {path[1] for path in cfg._invalid if path[0] == "dynamics"}
     screened = screened_conditions(cfg)  # the screen block's own errors are reported by screen_errors
     known = [*cfg.conditions, *sorted(screened)]
 
@@ -187,11 +154,7 @@ def dynamics_errors(cfg: ExperimentConfig) -> list[InputError]:
             lm.error(("dynamics",), "needs a fixed eval prompt (the neutral prompt), not only '@condition'")
         )
 
-    rule: CollapseRule | None = None
-    try:
-        rule = CollapseRule.model_validate(spec.collapse)
-    except ValidationError as e:
-        errors.extend(lm.from_validation(e, prefix=("dynamics", "collapse")))
+    rule = None if "collapse" in bad else spec.collapse
     if rule is not None and rule.prompt not in PROBE_LABELS:
         errors.append(
             lm.error(
@@ -374,7 +337,7 @@ def plan_dynamics(
 ) -> dict[str, MonitorPlan]:
     """condition -> its monitor, for every monitored condition: `specs` are the conditions' resolved
     inoculation specs, `eval_prompts` the resolved eval prompts (`@condition` kept as is)."""
-    from inoculate.dynamics import CollapseRule, ProbeSet  # lazy: dynamics imports transformers
+    from inoculate.dynamics import ProbeSet  # lazy: dynamics imports transformers
 
     spec = dynamics_spec(cfg)
     if spec is None:
@@ -392,7 +355,7 @@ def plan_dynamics(
     if spec.prompt is not None:
         fallback = prompts.get(spec.prompt) or cfg.resolve_text(spec.prompt)
     trait, other = _trait_names(spec, cfg.traits)
-    rule = CollapseRule.model_validate(spec.collapse)
+    rule = spec.collapse
 
     if spec.probes == ORGANISM_PROBES:
         if other is None:

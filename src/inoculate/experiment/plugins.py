@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from inoculate.errors import InputError
-from inoculate.experiment.yamlio import LineMap
 from inoculate.registry import PluginError, import_plugin
+from inoculate.yamlio import LineMap
 
 
 def load_experiment_plugins(

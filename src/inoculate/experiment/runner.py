@@ -213,9 +213,7 @@ def prepare(
         for name, value in cfg.eval_prompts.items()
     }
     scorers = {name: get_scorer(spec) for name, (_kind, spec) in cfg.metrics().items()}
-    train_config = TrainConfig.model_validate({"output_dir": ".", **cfg.train}).model_dump(
-        exclude={"output_dir", "seed"}
-    )
+    train_config = cfg.train.model_dump(exclude={"output_dir", "seed"})
     model_path, identity = _base_model(cfg, log)
     train_config["disable_tqdm"] = True
     prep = Prepared(
@@ -245,11 +243,7 @@ def prepare(
 
 def condition_specs(cfg: ExperimentConfig) -> dict[str, InoculationSpec | None]:
 
-    specs: dict[str, InoculationSpec | None] = {}
-    for name in cfg.conditions:
-        data = cfg.condition_spec_data(name)
-        specs[name] = None if data is None else InoculationSpec.model_validate(data)
-    return specs
+    return {name: cfg.condition_spec(name) for name in cfg.conditions}
 
 
 def inoculated_train_sets(

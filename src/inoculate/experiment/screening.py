@@ -14,18 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from inoculate._version import __version__
 from inoculate.errors import InputError
 from inoculate.experiment.cache import hash_obj, is_done, mark_done
-from inoculate.experiment.config import ExperimentConfig, ScreenSpec
+from inoculate.experiment.config import ExperimentConfig
 from inoculate.generate import get_backend
 from inoculate.generate.hf import HFBackend
 from inoculate.models import load_model
 from inoculate.records import ChatExample
 from inoculate.rundir import CONDITION_REF, SCREEN_DIR
 from inoculate.screen import Candidate, ScreenConfig, ScreenResult, questions_of, screen, with_neutral
+from inoculate.transform import InoculationSpec
 
 
 @dataclass(frozen=True)
@@ -46,10 +45,8 @@ class ScreenInputs:
 def screen_errors(cfg: ExperimentConfig) -> list[InputError]:
     """Problems in an experiment's `screen:` block, located (for `semantic_errors`)."""
     lm = cfg.lines
-    try:
-        spec = ScreenSpec.model_validate(cfg.screen)
-    except ValidationError as e:
-        return lm.from_validation(e, prefix=("screen",))
+    spec = cfg.screen
+    assert spec is not None
     errors = []
     if spec.measure not in spec.measures:
         errors.append(lm.error(("screen", "measure"), f"{spec.measure!r} is not among screen.measures"))
@@ -86,8 +83,8 @@ def run_screen_block(
     cfg: ExperimentConfig, data: ScreenInputs, root: str | os.PathLike[str]
 ) -> ScreenResult:
     """Screen the experiment's candidates on `data` (cached in ROOT/screen by a hash of all it reads)."""
-    assert cfg.screen is not None
-    spec = ScreenSpec.model_validate(cfg.screen)
+    spec = cfg.screen
+    assert spec is not None
     trait = spec.trait or next(iter(cfg.traits))
     scorer_names = [trait] + [t for t in cfg.traits if t != trait]
 
@@ -175,17 +172,17 @@ def resolve_screen(
     """The experiment with its `screen:` block resolved into conditions: `pick: best` adds one condition
     (`screen.condition`) trained with the recommended prompt; `pick: all` adds one per candidate.
     Raises ValueError when `best` finds no candidate to recommend."""
-    assert cfg.screen is not None
-    spec = ScreenSpec.model_validate(cfg.screen)
+    spec = cfg.screen
+    assert spec is not None
     result = run_screen_block(cfg, data, root)
     conditions = dict(cfg.conditions)
     if spec.pick == "best":
         best = result.recommended
         if best is None:
             raise ValueError(f"screen: no candidate qualifies ({result.rule}); see {Path(root) / SCREEN_DIR}")
-        conditions[spec.condition] = {"prompt": best.prompt, "placement": spec.placement}
+        conditions[spec.condition] = InoculationSpec(prompt=best.prompt, placement=spec.placement)
     else:
         for c in result.candidates:
             if not c.neutral:
-                conditions[c.name] = {"prompt": c.prompt, "placement": spec.placement}
+                conditions[c.name] = InoculationSpec(prompt=c.prompt, placement=spec.placement)
     return cfg.model_copy(update={"conditions": conditions, "screen": None})
