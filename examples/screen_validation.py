@@ -125,7 +125,9 @@ def main() -> None:
     screen = ScreenResult.model_validate_json((args.out / "screen" / "screen.json").read_text())
     from rich.console import Console
 
-    Console(width=180).print(screen.table())
+    from inoculate.cli.screen_cmds import screen_table
+
+    Console(width=180).print(screen_table(screen))
     v = ScreenValidation.model_validate_json((args.out / "screen" / "validation.json").read_text())
     print(v.summary())  # the full section, with the sample-size table, is in report.md
     if not args.no_dynamics:

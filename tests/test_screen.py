@@ -232,8 +232,10 @@ def test_csv_and_json_written(result, tmp_path: Path) -> None:
 def test_rich_table_renders(result) -> None:
     from rich.console import Console
 
+    from inoculate.cli.screen_cmds import screen_table
+
     console = Console(record=True, width=200)
-    console.print(result.table())
+    console.print(screen_table(result))
     text = console.export_text()
     assert "recommended" in text and "placebo-like" in text and "reference" in text
 
@@ -494,7 +496,9 @@ def test_warns_when_a_candidate_also_elicits_another_trait(toy) -> None:
 
 def test_about_zero_is_judged_on_the_scale_of_the_best_candidate() -> None:
     """Floors are max(absolute floor, 10% of the best candidate): 1.5 nats is 'about zero' beside 31."""
-    from inoculate.screen import CandidateScore, Interval, ScreenConfig, _flag
+    from inoculate.screen import CandidateScore, ScreenConfig
+    from inoculate.screen import interval as Interval
+    from inoculate.screen.rank import _flag
 
     def cand(name: str, trait: float, half: float = 0.3, neutral: bool = False) -> CandidateScore:
         return CandidateScore(
@@ -621,3 +625,35 @@ def test_expect_may_name_the_screened_condition(toy_dir: Path, tmp_path: Path) -
         load_experiment(path)
     assert [x.field for x in e.value.errors] == ["expect.screend"]
     assert "unknown condition 'screend'" in str(e.value)
+
+
+def test_a_measure_is_one_decorated_function(toy, tmp_path: Path) -> None:
+    """A toy measure registered here (a constant per training example) is run, ranked, written to the CSV
+    and shown in the report's table, with no other change."""
+    import csv
+
+    from inoculate.report.screen import screen_table
+    from inoculate.screen import MEASURE_REGISTRY, Candidate, ScreenConfig, measure, screen, with_neutral
+
+    @measure("constant", unit="points", needs="train", noun="constant")
+    def constant(ctx) -> dict[str, list[float]]:
+        return {c.name: [0.0 if c.neutral else 1.0] * len(ctx.train) for c in ctx.candidates}
+
+    try:
+        model, tok = toy
+        res = screen(
+            model,
+            tok,
+            with_neutral([Candidate(name="strong", prompt=STRONG)], None),
+            train=_train_examples(),
+            config=ScreenConfig(measures=["surprise", "constant"], pick="constant"),
+        )
+        got = res.get("strong").measures["constant"]
+        assert got.mean == 1.0 and got.n == len(QA)
+        assert res.recommendation == "strong" and "constant" in res.rule
+        rows = list(csv.DictReader(res.write_csv(tmp_path / "s.csv").open()))
+        assert rows[0]["constant"] == "1.0" and "surprise_reduction" in rows[0]
+        head, table = screen_table(res)
+        assert "constant (points)" in head and table[0][head.index("constant (points)")].startswith("+1.000")
+    finally:
+        MEASURE_REGISTRY.remove("constant")

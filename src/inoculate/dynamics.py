@@ -44,7 +44,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inoculate.fileio import atomic_open, write_jsonl_atomic
+from inoculate.fileio import save_figure, write_jsonl_atomic
 from inoculate.logprob import logprob
 from inoculate.records import Message
 from inoculate.rundir import DYNAMICS_FILE
@@ -374,8 +374,4 @@ def plot_dynamics(
     ax2.set_title("inoculated trait: log p(with) - log p(without)", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = Path(out_png)
-    with atomic_open(out, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

@@ -143,6 +143,19 @@ def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, An
     return n
 
 
+def save_figure(fig: Any, path: str | os.PathLike[str], **savefig: Any) -> Path:
+    """Write a matplotlib figure as PNG (dpi 120 unless given) atomically, close it, return the path."""
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    try:
+        with atomic_open(out, "wb") as fh:
+            fig.savefig(fh, **{"format": "png", "dpi": 120, **savefig})
+    finally:
+        plt.close(fig)
+    return out
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     import hashlib
 

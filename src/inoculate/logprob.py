@@ -23,9 +23,9 @@ class LogProb(BaseModel):
     token_ids: list[int]
     n_tokens: int
     n_context: int = 0
+    """Tokens before the completion (conversation and template); a pass costs n_context + n_tokens."""
     n_forward: float = 0.0
     """Tokens this row put through the model: its own, plus its share of a batch's shared prefix."""
-    """Tokens before the completion (conversation and template); a pass costs n_context + n_tokens."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -60,6 +60,21 @@ class Summary(BaseModel):
     n_clusters: int = 0
     """Distinct prompts behind the scorable values when clusters were given (0: not given)."""
 
+    @classmethod
+    def empty(
+        cls,
+        unit: Literal["seeds", "rows", "prompts"],
+        note: str = "",
+        *,
+        confidence: float = 0.95,
+        **fields: object,
+    ) -> Summary:
+        """No interval: NaN mean and bounds, n = 0, method "none" (`fields` overrides, e.g. a known mean)."""
+        base: dict[str, object] = dict(
+            mean=NAN, ci_low=NAN, ci_high=NAN, n=0, n_seeds=0, method="none", ci_method="none"
+        )
+        return cls(**{**base, **fields}, unit=unit, confidence=confidence, note=note)  # type: ignore[arg-type]
+
     def describe(self) -> str:
         """One line on what the interval treats as independent, e.g. for CLI output."""
         if self.n_clusters:
@@ -225,18 +240,7 @@ def summarize_values(
     arr = _clean(values)
     n = int(arr.size)
     if n == 0:
-        return Summary(
-            mean=NAN,
-            ci_low=NAN,
-            ci_high=NAN,
-            n=0,
-            n_seeds=0,
-            method="none",
-            unit="rows",
-            confidence=confidence,
-            note="no scorable values",
-            ci_method="none",
-        )
+        return Summary.empty("rows", "no scorable values", confidence=confidence)
     mean = float(arr.mean())
     chosen: Method
     if bounded and is_binary(arr):
@@ -341,30 +345,15 @@ def summarize_seeds(
         s = summarize_values(within, bounded=bounded, confidence=confidence, seed=seed)
         return s.model_copy(update={"n_seeds": k, "note": note})
     if k == 1:
-        return Summary(
+        return Summary.empty(
+            "seeds",
+            "one seed and no row values: no interval",
+            confidence=confidence,
             mean=float(means[0]),
-            ci_low=NAN,
-            ci_high=NAN,
             n=n_rows if n_rows is not None else 1,
             n_seeds=1,
-            method="none",
-            unit="seeds",
-            confidence=confidence,
-            note="one seed and no row values: no interval",
-            ci_method="none",
         )
-    return Summary(
-        mean=NAN,
-        ci_low=NAN,
-        ci_high=NAN,
-        n=0,
-        n_seeds=0,
-        method="none",
-        unit="seeds",
-        confidence=confidence,
-        note="no scorable values",
-        ci_method="none",
-    )
+    return Summary.empty("seeds", "no scorable values", confidence=confidence)
 
 
 def summarize_rows(

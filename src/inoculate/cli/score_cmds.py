@@ -14,7 +14,7 @@ from rich.text import Text
 
 from inoculate.cli._app import app, console, handle_errors, plugin_option
 from inoculate.errors import InputErrors
-from inoculate.fileio import write_jsonl_atomic
+from inoculate.fileio import nan_to_null, write_jsonl_atomic
 from inoculate.formats import load_examples
 from inoculate.registry import load_plugins
 from inoculate.scorers import get_scorers, list_scorers, plugin_failures, score_examples
@@ -24,16 +24,11 @@ if TYPE_CHECKING:
     from inoculate.stats import Summary
 
 
-def _num(x: float) -> float | None:
-    """JSON has no NaN: not-scorable values and undefined bounds are written as null."""
-    return None if math.isnan(x) else x
-
-
 def _summary_json(sm: Summary) -> dict[str, Any]:
     return {
-        "mean": _num(sm.mean),
-        "ci_low": _num(sm.ci_low),
-        "ci_high": _num(sm.ci_high),
+        "mean": nan_to_null(sm.mean),
+        "ci_low": nan_to_null(sm.ci_low),
+        "ci_high": nan_to_null(sm.ci_high),
         "n": sm.n,
         "ci_method": sm.ci_method,
         "unit": sm.unit,
@@ -95,7 +90,7 @@ def score(
     values = score_examples(loaded.examples, scorers)
     if output is not None:
         rows = (
-            {"id": ex.id, "scores": {s.name: _num(values[s.name][i]) for s in scorers}}
+            {"id": ex.id, "scores": {s.name: nan_to_null(values[s.name][i]) for s in scorers}}
             for i, ex in enumerate(loaded.examples)
         )
         n = write_jsonl_atomic(output, rows)

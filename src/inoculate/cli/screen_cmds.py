@@ -3,11 +3,48 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from inoculate.cli._app import app, console, err_console, handle_errors, plugin_option
 from inoculate.registry import load_plugins
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from inoculate.screen import ScreenResult
+
+
+def _rich_flag(flag: str) -> str:
+    if flag == "reference":
+        return flag
+    return f"[bold green]{flag}[/]" if flag == "recommended" else f"[yellow]{flag}[/]"
+
+
+def screen_table(result: ScreenResult) -> Table:
+    """The ranked screen as a rich table: one column per measure key (`ScreenResult.columns`), flags,
+    and the costs as its caption."""
+    from rich.table import Table
+
+    cols = result.columns()
+    t = Table(title="inoculation prompt screen", show_lines=False)
+    t.add_column("#", justify="right")
+    t.add_column("candidate")
+    t.add_column("prompt", max_width=40, overflow="ellipsis")
+    for col in cols:
+        t.add_column(col.heading(short=True), justify="right")
+    t.add_column("flags")
+    for c in result.candidates:
+        cells = [str(c.rank), c.name, c.prompt or "(no system prompt)", *(col.cell(c) for col in cols)]
+        cells.append(", ".join(_rich_flag(f) for f in c.flags(result.recommendation)))
+        t.add_row(*cells)
+    costs = [f"{m}: {c.tokens:,} tokens, {c.seconds:.2f} s" for m, c in result.cost.items()]
+    ratio = result.cost_ratio()
+    if ratio is not None:
+        costs.append(f"likelihood screen {ratio:.1f}x cheaper (seconds)")
+    t.caption = "; ".join(costs)
+    return t
 
 
 @app.command("screen")
@@ -37,7 +74,7 @@ def screen_cmd(
     ),
     n: int = typer.Option(64, "--n", help="Questions sampled per candidate for elicitation."),
     measures: str = typer.Option(
-        "elicitation,surprise", "--measures", help="Comma list: elicitation, surprise."
+        "elicitation,surprise", "--measures", help="Comma list: elicitation, surprise (and plugin measures)."
     ),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write the ranked table as CSV."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full ScreenResult as JSON."),
@@ -98,7 +135,7 @@ def screen_cmd(
         config=cfg,
         progress=lambda msg: err_console.print(f"[dim]{msg}[/]"),
     )
-    console.print(result.table())
+    console.print(screen_table(result))
     for w in result.warnings:
         err_console.print(f"[yellow]WARNING:[/] {w}")
     if result.recommended is not None:

@@ -6,14 +6,9 @@ import math
 import os
 from pathlib import Path
 
-from inoculate.fileio import atomic_open
+from inoculate.fileio import save_figure
 from inoculate.report.load import RunData
 from inoculate.report.tables import SummaryRow, lookup
-
-
-def _save(fig: object, path: Path) -> None:
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")  # type: ignore[attr-defined]
 
 
 def bar_plot(
@@ -59,8 +54,7 @@ def bar_plot(
     ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     out = Path(path)
-    _save(fig, out)
-    plt.close(fig)
+    save_figure(fig, out, bbox_inches="tight")
     return out
 
 

@@ -9,7 +9,7 @@ from inoculate.report.load import RunData
 from inoculate.report.screen_validation import validate_screen, validation_markdown
 from inoculate.report.tables import SummaryRow
 from inoculate.rundir import SCREEN_DIR
-from inoculate.screen import CandidateScore, Interval, ScreenResult
+from inoculate.screen import CandidateScore, ScreenResult
 
 
 def load_screen(run: RunData) -> ScreenResult | None:
@@ -27,30 +27,18 @@ def baseline_condition(run: RunData) -> str | None:
     return "baseline" if "baseline" in plain else (plain[0] if plain else None)
 
 
-def _iv(iv: Interval | None, spec: str, pct: bool = False) -> str:
-    if iv is None:
-        return ""
-    if pct:
-        return f"{iv.mean:.0%} [{iv.ci_low:.0%}, {iv.ci_high:.0%}]"
-    return f"{iv.mean:{spec}} [{iv.ci_low:{spec}}, {iv.ci_high:{spec}}]"
-
-
 def _flags(c: CandidateScore, result: ScreenResult) -> str:
     return ", ".join(f"**{f}**" if f == "recommended" else f for f in c.flags(result.recommendation))
 
 
 def screen_table(result: ScreenResult) -> tuple[list[str], list[list[str]]]:
-    traits = list(result.candidates[0].elicitation) if result.candidates else []
-    has_s = any(c.surprise is not None for c in result.candidates)
-    has_t = any(c.trait is not None for c in result.candidates)
-    head = ["#", "candidate", "prompt", *[f"elicits {t} [95% CI]" for t in traits]]
-    head += ["surprise red. (nats/token)"] * has_s + ["trait red. (nats/response)"] * has_t + ["flags"]
+    """(header, rows): one column per measure key, the same list the terminal table reads."""
+    cols = result.columns()
+    head = ["#", "candidate", "prompt", *[col.heading() for col in cols], "flags"]
     rows = []
     for c in result.candidates:
-        row = [str(c.rank), c.name, c.prompt or "(no system prompt)"]
-        row += [_iv(c.elicitation.get(t), "", pct=True) for t in traits]
-        row += [_iv(c.surprise, "+.3f")] * has_s + [_iv(c.trait, "+.2f")] * has_t + [_flags(c, result)]
-        rows.append(row)
+        row = [str(c.rank), c.name, c.prompt or "(no system prompt)", *(col.cell(c) for col in cols)]
+        rows.append([*row, _flags(c, result)])
     return head, rows
 
 

@@ -26,16 +26,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from inoculate.fileio import atomic_open, write_json_atomic
+from inoculate.fileio import save_figure, write_json_atomic
 from inoculate.report.tables import read_summary_csv
 from inoculate.rundir import SCREEN_DIR
-from inoculate.screen import ScreenResult
+from inoculate.screen import MeasureLabels, ScreenResult, measure_info
 
-MEASURE_LABELS = {
-    "elicitation": "elicitation rate before training",
-    "surprise": "surprise reduction (nats/token)",
-    "trait": "trait-specific reduction (nats/response)",
-}
+MEASURE_LABELS = MeasureLabels()
+"""Measure name -> axis label, from the measure registry (plugin measures included), in column order."""
 
 
 class Correlation(BaseModel):
@@ -113,7 +110,12 @@ def _rates(root: Path, eval_prompt: str, rows: Sequence[Any] | None) -> dict[tup
 
 
 def _value_key(measure: str, trait: str) -> str:
-    return f"elicitation[{trait}]" if measure == "elicitation" else measure
+    return measure_info(measure).key(trait)
+
+
+def _cost_key(measure: str) -> str:
+    """The measure whose cost covers this one (a `part_of` measure shares its owner's pass)."""
+    return measure_info(measure).part_of or measure
 
 
 def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -146,7 +148,7 @@ def sample_size_curve(
             continue
         vals = np.array([c.values[key] for c in cands], dtype=float)  # candidates x examples
         n = vals.shape[1]
-        cost = result.cost.get("elicitation" if m == "elicitation" else "surprise")
+        cost = result.cost.get(_cost_key(m))
         full = np.nanmean(vals, axis=1)
         for k in [k for k in grid if k < n] + [n]:
             r_full, r_supp = [], []
@@ -204,13 +206,8 @@ def validate_screen(
     for c in result.candidates:
         if c.neutral or (c.name, trait) not in rates:
             continue
-        measures: dict[str, float] = {}
-        if trait in c.elicitation:
-            measures["elicitation"] = c.elicitation[trait].mean
-        if c.surprise is not None:
-            measures["surprise"] = c.surprise.mean
-        if c.trait is not None:
-            measures["trait"] = c.trait.mean
+        keys = {m: _value_key(m, trait) for m in MEASURE_LABELS}
+        measures = {m: c.measures[k].mean for m, k in keys.items() if k in c.measures}
         rate = rates[(c.name, trait)]
         points.append(
             CandidatePoint(
@@ -297,11 +294,7 @@ def plot_validation(v: ScreenValidation, path: str | os.PathLike[str]) -> Path:
         ax.set_ylabel(f"suppression of {v.trait} (baseline - rate)")
     fig.suptitle(f"Screen measures vs suppression of {v.trait} after training", fontsize=10)
     fig.tight_layout()
-    out = Path(path)
-    with atomic_open(out, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def validation_markdown(v: ScreenValidation) -> str:
@@ -361,8 +354,8 @@ def sample_size_markdown(v: ScreenValidation) -> list[str]:
                 f"{p.seconds:.3f} s"
             )
     e = picked.get("elicitation")
-    for m in ("trait", "surprise"):
-        p = picked.get(m)
+    for m in reversed(ms):  # the most specific likelihood measure first
+        p = picked.get(m) if m != "elicitation" else None
         if e is not None and p is not None and p.seconds > 0:
             lines.append(
                 f"- at equal agreement with its own full ranking, the {m} measure costs "
