@@ -28,9 +28,12 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inoculate._version import __version__
+from inoculate.errors import InputErrors
 from inoculate.fileio import write_json_atomic
 
 EXPERIMENT_FILE = "experiment.json"
@@ -49,6 +52,150 @@ def neutral_eval_prompt(eval_prompts: dict[str, Any]) -> str | None:
     if "neutral" in eval_prompts and eval_prompts["neutral"] != CONDITION_REF:
         return "neutral"
     return next((p for p, v in eval_prompts.items() if v != CONDITION_REF), None)
+
+
+# --- the run folder's files, typed and versioned ------------------------------------------------------
+
+RECORD_VERSION = 1
+"""The format of experiment.json, metrics.json and base/metrics.json. A file without `version` was
+written before versions were recorded, with the same keys: it reads as version 1."""
+
+_RecordT = TypeVar("_RecordT", bound="_Record")
+
+REBUILD_HINT = "rebuild it with `inoculate run CONFIG --out DIR` (finished cells are reused from the cache)"
+
+
+class _Record(BaseModel):
+    """A file of the run folder: the keys the report reads are fields; any others are kept as written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int = RECORD_VERSION
+
+
+class MetricInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    scorer: str | None = None
+    bounded: bool | None = None
+
+
+class CellRef(BaseModel):
+    condition: str
+    seed: int
+    key: str
+
+
+class MonitorRecord(BaseModel):
+    """A monitored condition's learning-dynamics settings (experiment.json `dynamics`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    every: int
+    batch_size: int
+    stop_on_collapse: bool
+    rule: dict[str, Any]
+    prompts: dict[str, str | None]
+    probes_sha256: str
+    n_probes: int
+    trait: str
+    other: str | None
+    probes: str
+    categories: list[str]
+    own_prompt: bool = True
+
+
+class RunRecord(_Record):
+    """experiment.json: what `inoculate report` needs to know about the experiment."""
+
+    name: str
+    description: str = ""
+    conditions: list[str]
+    condition_prompts: dict[str, list[str] | None] = Field(default_factory=dict)
+    condition_specs: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    eval_prompts: dict[str, str | None]
+    metrics: dict[str, MetricInfo]
+    seeds: list[int]
+    expect: dict[str, dict[str, str]] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    cells: list[CellRef] = Field(default_factory=list)
+    base_key: str | None = None
+    dynamics: dict[str, MonitorRecord] | None = None
+
+
+class MetricMean(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    mean: float | None = None
+    n: int | None = None
+    n_nan: int | None = None
+
+
+class CellMetrics(_Record):
+    """A cell's metrics.json."""
+
+    condition: str
+    seed: int
+    key: str | None = None
+    eval: dict[str, dict[str, MetricMean]] = Field(default_factory=dict)
+    """eval prompt -> metric -> mean over the scorable generations"""
+    train: dict[str, Any] = Field(default_factory=dict)
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    dynamics: dict[str, Any] | None = None
+    """The learning-dynamics summary of a monitored cell."""
+
+
+class BaseRow(BaseModel):
+    prompt: str
+    file: str
+    system: str | None
+    metrics: dict[str, MetricMean]
+
+
+class BaseElicitation(_Record):
+    """base/metrics.json: the base model under each eval prompt (and each condition's training prompt)."""
+
+    source: str = "experiment"
+    rows: list[BaseRow]
+    organism: Any = None
+
+
+def write_record(path: Path, record: _Record) -> dict[str, Any]:
+    """Write one of the run folder's records (atomically); returns what was written."""
+    data = record.model_dump()  # python mode: floats (NaN too) are written as `write_json_atomic` writes them
+    if isinstance(record, (RunRecord, CellMetrics)) and record.dynamics is None:
+        data.pop("dynamics")
+    if isinstance(record, BaseElicitation) and record.organism is None:
+        data.pop("organism")
+    write_json_atomic(path, data)
+    return data
+
+
+def read_record(path: Path, kind: type[_RecordT]) -> _RecordT:
+    """One record of the run folder; a file without `version` reads as version 1 (the same keys). A
+    newer version, or a file that does not fit, is refused with how to rebuild the folder."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise InputErrors.one(str(path), 0, "<file>", f"not a {kind.__name__} record; {REBUILD_HINT}")
+    version = data.get("version", 1)
+    if not isinstance(version, int) or version > RECORD_VERSION:
+        raise InputErrors.one(
+            str(path),
+            0,
+            "version",
+            f"written in format {version!r}, newer than this inoculate reads ({RECORD_VERSION}); "
+            f"upgrade inoculate, or {REBUILD_HINT}",
+        )
+    try:
+        return kind.model_validate({**data, "version": version})
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "<file>"
+        raise InputErrors.one(str(path), 0, field, f"{first['msg']}; {REBUILD_HINT}") from None
 
 
 MARKER = ".inoculate"

@@ -79,14 +79,18 @@ from inoculate.rundir import (
     MANIFEST_FILE,
     METRICS_FILE,
     TRAIN_MANIFEST_FILE,
+    BaseElicitation,
+    CellMetrics,
     RunFolderError,
     RunLock,
+    RunRecord,
     claim_run_folder,
     foreign_message,
     is_ours,
     remove_owned,
     staging_dir,
     write_marker,
+    write_record,
 )
 from inoculate.scorers import Scorer, get_scorer, render_prompt
 from inoculate.train import TrainConfig, train
@@ -541,8 +545,7 @@ def run_cell(
         summary["dynamics"] = cell_summary(
             monitor, cell_dir / DYNAMICS_FILE, max_steps=tc.max_steps, global_step=result.global_step
         )
-    write_json_atomic(cell_dir / METRICS_FILE, summary)
-    return summary
+    return write_record(cell_dir / METRICS_FILE, CellMetrics.model_validate(summary))
 
 
 # --- the base model's elicitation table -------------------------------------------------------------
@@ -630,7 +633,7 @@ def base_elicitation(
     }
     if isinstance(prep.config.model, OrganismModel):
         table["organism"] = _organism_elicitation(prep)
-    write_json_atomic(out / METRICS_FILE, table)
+    table = write_record(out / METRICS_FILE, BaseElicitation.model_validate(table))
     mark_done(out, plan.key)
     write_marker(out, "base")
     remove_owned(final, "base")
@@ -704,13 +707,13 @@ def seen_prompts(prep: Prepared) -> dict[str, Any]:
     return out
 
 
-def experiment_record(prep: Prepared, root: Path | None = None) -> dict[str, Any]:
+def experiment_record(prep: Prepared, root: Path | None = None) -> RunRecord:
     """What `inoculate report` needs to know about the experiment (written to experiment.json).
 
     With `root`, a model path inside the run folder is recorded relative to it."""
 
     cfg = prep.config
-    return {
+    record = {
         "name": cfg.name,
         "description": cfg.description,
         "conditions": list(cfg.conditions),
@@ -744,6 +747,7 @@ def experiment_record(prep: Prepared, root: Path | None = None) -> dict[str, Any
         "base_key": base_plan(prep).key,
         **({"dynamics": {c: m.record() for c, m in prep.dynamics.items()}} if prep.dynamics else {}),
     }
+    return RunRecord.model_validate(record)
 
 
 def write_manifest(prep: Prepared, root: Path) -> dict[str, Any]:
@@ -840,7 +844,7 @@ def _run_locked(
     if cfg.screen is not None:
         cfg = apply_screen(cfg, root, seeds=seeds)  # screens (cached in root/screen), adds the condition(s)
     prep = prepare(cfg, seeds=seeds, log=prog.message)
-    write_json_atomic(root / EXPERIMENT_FILE, experiment_record(prep, root))
+    write_record(root / EXPERIMENT_FILE, experiment_record(prep, root))
     write_manifest(prep, root)
     log_event(root, event="run_started", cells=len(prep.cells), force=force)
     prog.message(f"evaluating the base model under {len(base_plan(prep).prompts)} prompt(s)")

@@ -17,6 +17,9 @@ from inoculate.rundir import (
     MANIFEST_FILE,
     METRICS_FILE,
     TRAIN_MANIFEST_FILE,
+    CellMetrics,
+    RunRecord,
+    read_record,
 )
 
 NAN = float("nan")
@@ -54,6 +57,8 @@ class CellResult:
 class RunData:
     root: Path
     experiment: dict[str, Any]
+    """experiment.json as written (`record` is the same, typed)."""
+    record: RunRecord
     manifest: dict[str, Any] | None
     cells: list[CellResult]
     missing: list[tuple[str, int]]
@@ -61,39 +66,39 @@ class RunData:
 
     @property
     def name(self) -> str:
-        return str(self.experiment["name"])
+        return self.record.name
 
     @property
     def conditions(self) -> list[str]:
-        return list(self.experiment["conditions"])
+        return list(self.record.conditions)
 
     @property
     def eval_prompts(self) -> list[str]:
-        return list(self.experiment["eval_prompts"])
+        return list(self.record.eval_prompts)
 
     @property
     def metrics(self) -> dict[str, dict[str, Any]]:
-        return dict(self.experiment["metrics"])
+        return {name: info.model_dump(exclude_unset=True) for name, info in self.record.metrics.items()}
 
     @property
     def traits(self) -> list[str]:
-        return [m for m, info in self.metrics.items() if info["kind"] == "trait"]
+        return [m for m, info in self.record.metrics.items() if info.kind == "trait"]
 
     @property
     def seeds(self) -> list[int]:
-        return list(self.experiment["seeds"])
+        return list(self.record.seeds)
 
     @property
     def neutral_prompt(self) -> str | None:
         """The headline eval prompt: `neutral` if declared, else the first fixed (non-@condition) one."""
-        prompts = self.experiment["eval_prompts"]
+        prompts = self.record.eval_prompts
         if "neutral" in prompts:
             return "neutral"
         return next((p for p, v in prompts.items() if v != CONDITION_REF), None)
 
     @property
     def training_prompts(self) -> list[str]:
-        return [p for p, v in self.experiment["eval_prompts"].items() if v == CONDITION_REF]
+        return [p for p, v in self.record.eval_prompts.items() if v == CONDITION_REF]
 
     @property
     def other_prompts(self) -> list[str]:
@@ -127,32 +132,34 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
             EXPERIMENT_FILE,
             "not a run folder (no readable experiment.json; run `inoculate run` first)",
         )
+    record = read_record(root / EXPERIMENT_FILE, RunRecord)
     cells: list[CellResult] = []
     missing: list[tuple[str, int]] = []
-    for entry in experiment.get("cells", []):
-        cond, seed, key = entry["condition"], int(entry["seed"]), entry["key"]
+    for entry in record.cells:
+        cond, seed = entry.condition, entry.seed
         d = root / cond / f"seed_{seed}"
-        metrics = _read_json(d / METRICS_FILE) if _done_key(d) == key else None
-        if not isinstance(metrics, dict):
+        if _done_key(d) != entry.key or not isinstance(_read_json(d / METRICS_FILE), dict):
             missing.append((cond, seed))
             continue
+        metrics = read_record(d / METRICS_FILE, CellMetrics)
         manifest = _read_json(d / TRAIN_MANIFEST_FILE)
         cells.append(
             CellResult(
                 condition=cond,
                 seed=seed,
                 dir=d,
-                eval=metrics.get("eval", {}),
-                train=metrics.get("train", {}),
+                eval={p: {m: v.model_dump(exclude_unset=True) for m, v in ms.items()} for p, ms in metrics.eval.items()},
+                train=metrics.train,
                 inoculation=manifest if isinstance(manifest, dict) else None,
             )
         )
     base_dir = root / BASE_DIR
-    base = _read_json(base_dir / METRICS_FILE) if _done_key(base_dir) == experiment.get("base_key") else None
+    base = _read_json(base_dir / METRICS_FILE) if _done_key(base_dir) == record.base_key else None
     manifest = _read_json(root / MANIFEST_FILE)
     return RunData(
         root=root,
         experiment=experiment,
+        record=record,
         manifest=manifest if isinstance(manifest, dict) else None,
         cells=cells,
         missing=missing,
