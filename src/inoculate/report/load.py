@@ -148,7 +148,10 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
                 condition=cond,
                 seed=seed,
                 dir=d,
-                eval={p: {m: v.model_dump(exclude_unset=True) for m, v in ms.items()} for p, ms in metrics.eval.items()},
+                eval={
+                    p: {m: v.model_dump(exclude_unset=True) for m, v in ms.items()}
+                    for p, ms in metrics.eval.items()
+                },
                 train=metrics.train,
                 inoculation=manifest if isinstance(manifest, dict) else None,
             )
