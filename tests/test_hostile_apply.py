@@ -119,3 +119,26 @@ def test_invalid_escape_kept_as_python_keeps_it() -> None:
 def test_regex_selector_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive number of seconds"):
         parse_regex("a", timeout=0)
+
+
+@pytest.mark.parametrize("command", ["apply", "neutralize"])
+def test_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path: Path, command: str) -> None:
+    """`-o IN` would rename the new file over the user's data; refuse it and leave IN byte for byte."""
+    src = write_rows(tmp_path / "in.jsonl")
+    before = src.read_bytes()
+    args = [command, str(src), "-o", str(tmp_path / "." / "in.jsonl")]
+    if command == "apply":
+        args += ["--prompt", "P"]
+    else:
+        spec = InoculationSpec(prompt="P")
+        apply_file(src, tmp_path / "made.jsonl", spec)
+        args += ["--manifest", str(tmp_path / "made.manifest.json"), "--allow-other-input"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"ERROR: {tmp_path / '.' / 'in.jsonl'}:0: --output: is the input file {src}: writing it would replace "
+        "your data; write to another path"
+    )
+    assert src.read_bytes() == before
+    extra = {"made.jsonl", "made.manifest.json"} if command == "neutralize" else set()
+    assert_nothing_written(tmp_path, {"in.jsonl"} | extra)

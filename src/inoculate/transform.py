@@ -670,6 +670,19 @@ def _serialize(examples: Sequence[ChatExample], output_format: OutputFormat) -> 
     return jsonl_text(ex.to_json() for ex in examples)
 
 
+def refuse_overwriting_input(in_path: str | os.PathLike[str], *outputs: str | os.PathLike[str]) -> None:
+    """Refuse an output that is the input file itself: the atomic rename would replace the user's data."""
+    src = Path(in_path)
+    if not src.is_file():
+        return
+    for out in outputs:
+        if Path(out).resolve() == src.resolve():
+            raise InputErrors.one(
+                str(out), 0, "--output", f"is the input file {in_path}: writing it would replace your data; "
+                "write to another path"
+            )
+
+
 def apply_file(
     in_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -686,6 +699,7 @@ def apply_file(
     `prompt-completion` output one pass to choose the style. Nothing is written unless the whole run
     succeeds; each file is written atomically.
     """
+    refuse_overwriting_input(in_path, out_path, manifest_path_for(out_path), errors_path_for(out_path))
     stream = iter_examples(in_path, split=split)  # split: of a datasets source (default train)
     source = stream.source
     skipped: list[InputError] = []
@@ -1157,6 +1171,7 @@ def neutralize_file(
     paraphrases the leak scan would not know. `allow_other_input` neutralizes any IN (an eval set of
     its own) against all the manifests' prompts, and the result says IN was not their output.
     Rows with no assistant turn (eval prompts) are accepted."""
+    refuse_overwriting_input(in_path, out_path)
     given = [m for m in manifests if isinstance(m, Manifest)]
     written_by, digest = _input_written_by(in_path, given, allow_other_input=allow_other_input)
     loaded = load_examples(in_path, require_assistant=False)
