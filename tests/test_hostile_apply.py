@@ -136,8 +136,8 @@ def test_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path: Path, 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert result.stderr.splitlines()[0] == (
-        f"ERROR: {tmp_path / '.' / 'in.jsonl'}:0: --output: is the input file {src}: writing it would replace "
-        "your data; write to another path"
+        f"ERROR: {tmp_path / '.' / 'in.jsonl'}:0: --output: is the input file {src}: "
+        "writing it would replace your data; write to another path"
     )
     assert src.read_bytes() == before
     extra = {"made.jsonl", "made.manifest.json"} if command == "neutralize" else set()
