@@ -97,8 +97,10 @@ def report_cmd(
 ) -> None:
     """Regenerate summary.csv, per_seed.csv, report.md and figures/ from a run's stored cell results."""
     from inoculate.report import write_report
+    from inoculate.report.load import load_run
     from inoculate.rundir import RunFolderLocked, RunLock, describe_holder
 
+    load_run(run_dir)  # a damaged run folder is refused before anything is written there, the lock included
     # Holds the run lock while writing, so no run starts mid-report; when a run holds it, the report
     # is of the cells finished so far (the run rewrites it when it ends), and says so.
     lock: RunLock | None = RunLock(run_dir, "report") if (run_dir / "experiment.json").is_file() else None
