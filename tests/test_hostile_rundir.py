@@ -369,7 +369,7 @@ def test_no_api_key_lands_in_any_file_of_the_run_folder(tiny_model_dir, tmp_path
 
 
 def test_secret_looking_generation_options_are_redacted_in_what_the_runner_writes():
-    from inoculate.experiment.runner import _redact
+    from inoculate.experiment.plan import _redact
 
     opts = {
         "backend": "x",
@@ -383,3 +383,18 @@ def test_secret_looking_generation_options_are_redacted_in_what_the_runner_write
         "api_key_env": "K",
         "extra_body": {"auth_token": "<redacted>", "max_tokens": 3},
     }
+
+
+@pytest.mark.parametrize(
+    "damage", ['{"name": "x", "conditions": [', '{"name": "x", "conditions": 3, "seeds": [0], "cells": []}']
+)
+def test_report_on_a_damaged_record_writes_nothing_into_the_folder(tmp_path: Path, damage: str) -> None:
+    """A truncated or mistyped experiment.json is refused before anything (the lock file too) is written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "experiment.json").write_text(damage)
+    res = CliRunner().invoke(app, ["report", str(run)])
+    assert res.exit_code == 1
+    assert res.stderr.startswith(f"ERROR: {run}")
+    assert "Traceback" not in res.output
+    assert sorted(p.name for p in run.iterdir()) == ["experiment.json"]
