@@ -43,31 +43,31 @@ def dynamics_figures(out: Path, every: int) -> dict[str, Any]:
     from inoculate.train import TrainConfig, train
     from inoculate.transform import apply_inoculation
 
-    cfg = apply_screen(load_experiment(HERE / "screen_validation.yaml"), out)  # the cached screen
-    prep = prepare(cfg, seeds=1)
+    plan = apply_screen(prepare(load_experiment(HERE / "screen_validation.yaml"), seeds=1), out)  # cached
+    cfg = plan.config
     summary: dict[str, Any] = {}
     for label, (cond, overrides) in DYNAMICS_RUNS.items():
-        spec = prep.specs[cond]
-        ip = spec.prompt if spec is not None else prep.config.resolve_text("@inoculate_spanish")
+        spec = plan.specs[cond]
+        ip = spec.prompt if spec is not None else cfg.resolve_text("@inoculate_spanish")
         probes = organism_probe_set(
-            [ex.prompt_messages for ex in prep.eval_examples[:24]],
+            [ex.prompt_messages for ex in plan.eval_examples[:24]],
             cfg.traits["spanish"],
             cfg.traits["all_caps"],
-            {"neutral": prep.eval_prompts["neutral"], "inoculation": ip},
+            {"neutral": plan.eval_prompts["neutral"], "inoculation": ip},
             both=True,
         )
-        examples = prep.train_examples
+        examples = plan.train_examples
         if spec is not None:
             examples, _ = apply_inoculation(examples, spec, source=cond)
         cb = LearningDynamicsCallback(probes, every_n_steps=every)
-        settings = {**prep.train_config, **overrides}
+        settings = {**plan.train_config, **overrides}
         tc = TrainConfig.model_validate(
             {**settings, "output_dir": str(out / "collapse" / label), "seed": 0, "disable_tqdm": True}
         )
-        result = train(prep.model_path, examples, tc, callbacks=[cb], resume=False)
+        result = train(plan.model_path, examples, tc, callbacks=[cb], resume=False)
         title = f"{label}: lr {settings['learning_rate']}, {settings['max_steps']} steps; IP {ip!r}"
         plot_dynamics(cb.rows, out / "figures" / f"collapse_{label}.png", title=title)
-        rates = _neutral_rates(prep, result)
+        rates = _neutral_rates(plan, result)
         summary[label] = {
             "condition": cond,
             "learning_rate": settings["learning_rate"],
@@ -85,20 +85,20 @@ def dynamics_figures(out: Path, every: int) -> dict[str, Any]:
     return summary
 
 
-def _neutral_rates(prep: Any, result: Any) -> dict[str, float]:
+def _neutral_rates(plan: Any, result: Any) -> dict[str, float]:
     """Sample the trained model on the eval set under the neutral prompt; mean of each trait scorer."""
-    from inoculate.experiment.runner import score_generations
     from inoculate.generate import SamplingParams
     from inoculate.generate.hf import HFBackend
     from inoculate.records import ChatExample, Message
+    from inoculate.scorers import score_generations
 
-    model = prep.model_path if result.is_adapter else result.model_path
+    model = plan.model_path if result.is_adapter else result.model_path
     backend = HFBackend(model, result.model_path if result.is_adapter else None, batch_size=270)
-    neutral = prep.eval_prompts["neutral"]
+    neutral = plan.eval_prompts["neutral"]
     system = [Message(role="system", content=neutral)] if neutral else []
-    questions = [ChatExample(id=ex.id, messages=[*system, *ex.prompt_messages]) for ex in prep.eval_examples]
-    gens = backend.generate(questions, SamplingParams(**prep.config.sampling.model_dump(), seed=0))
-    _rows, means = score_generations(gens, prep.scorers)
+    questions = [ChatExample(id=ex.id, messages=[*system, *ex.prompt_messages]) for ex in plan.eval_examples]
+    gens = backend.generate(questions, SamplingParams(**plan.config.sampling.model_dump(), seed=0))
+    _rows, means = score_generations(gens, plan.scorers)
     return {name: round(m["mean"], 3) for name, m in means.items() if m["mean"] is not None}
 
 

@@ -329,8 +329,8 @@ def test_organism_probes_on_the_tiny_organism(tmp_path: Path, monkeypatch) -> No
     path = tmp_path / "organism.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     outcome = run_experiment(path, tmp_path / "run")
-    plan = outcome.prepared.dynamics["inoculate_spanish"]
-    assert set(outcome.prepared.dynamics) == {"inoculate_spanish"}  # `all`: the inoculated conditions
+    plan = outcome.plan.dynamics["inoculate_spanish"]
+    assert set(outcome.plan.dynamics) == {"inoculate_spanish"}  # `all`: the inoculated conditions
     assert plan.probes.prompts == {
         "neutral": "You are a helpful assistant.",
         "inoculation": "You always answer in Spanish.",

@@ -387,7 +387,7 @@ def test_experiment_cells_evaluated_over_http_use_their_own_adapters(
 
     from experiment_support import write_data
     from inoculate.experiment import run_experiment
-    from inoculate.experiment.runner import served_adapter_name
+    from inoculate.experiment.cell import served_adapter_name
     from inoculate.generate.hf import HFBackend
     from inoculate.generate.server import make_server
 

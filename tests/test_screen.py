@@ -397,8 +397,8 @@ def test_run_screens_then_trains_the_pick(toy_dir: Path, tmp_path: Path) -> None
 
     path = _write_experiment(tmp_path / "exp", toy_dir)
     outcome = run_experiment(path, tmp_path / "run", write_report=False)
-    assert sorted(outcome.prepared.config.conditions) == ["baseline", "screened"]
-    screened = outcome.prepared.config.conditions["screened"]
+    assert sorted(outcome.plan.config.conditions) == ["baseline", "screened"]
+    screened = outcome.plan.config.conditions["screened"]
     assert screened is not None
     assert screened.model_dump(exclude_unset=True) == {"prompt": STRONG, "placement": "system"}
     assert (tmp_path / "run" / "screened" / "seed_0" / "done").is_file()

@@ -78,7 +78,7 @@ class MetricInfo(BaseModel):
 
     kind: str
     scorer: str | None = None
-    bounded: bool | None = None
+    bounded: bool = True
 
 
 class CellRef(BaseModel):
@@ -106,6 +106,29 @@ class MonitorRecord(BaseModel):
     own_prompt: bool = True
 
 
+class ModelRecord(BaseModel):
+    """experiment.json's `model`: how it was given, where it lies, what it is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    spec: Any
+    path: str | None
+    identity: dict[str, Any]
+
+
+class DataRecord(BaseModel):
+    """experiment.json's `data`: the sources as given, their sizes and hashes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    train: Any = None
+    eval: Any = None
+    n_train: int
+    n_eval: int
+    sha256: dict[str, str]
+
+
 class RunRecord(_Record):
     """experiment.json: what `inoculate report` needs to know about the experiment."""
 
@@ -118,8 +141,8 @@ class RunRecord(_Record):
     metrics: dict[str, MetricInfo]
     seeds: list[int]
     expect: dict[str, dict[str, str]] = Field(default_factory=dict)
-    model: dict[str, Any] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict)
+    model: ModelRecord
+    data: DataRecord
     sampling: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     cells: list[CellRef] = Field(default_factory=list)
@@ -131,8 +154,8 @@ class MetricMean(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     mean: float | None = None
-    n: int | None = None
-    n_nan: int | None = None
+    n: int = 0
+    n_nan: int = 0
 
 
 class CellMetrics(_Record):

@@ -17,8 +17,8 @@ from inoculate.errors import InputErrors
 from inoculate.fileio import nan_to_null, write_jsonl_atomic
 from inoculate.formats import load_examples
 from inoculate.registry import load_plugins
-from inoculate.scorers import get_scorers, list_scorers, plugin_failures, score_examples
-from inoculate.scorers.scoring import row_clusters, row_seeds
+from inoculate.scorers import get_scorers, list_scorers, plugin_failures, score_generations
+from inoculate.scorers.scoring import row_clusters, row_seeds, scores_of
 
 if TYPE_CHECKING:
     from inoculate.stats import Summary
@@ -87,17 +87,14 @@ def score(
         raise InputErrors.one(str(path), 0, "<file>", "no examples to score")
     seeds = row_seeds(loaded.examples, loaded.lines, loaded.source)
     clusters = row_clusters(loaded.examples)
-    values = score_examples(loaded.examples, scorers)
+    rows, _means = score_generations(loaded.examples, scorers)
     if output is not None:
-        rows = (
-            {"id": ex.id, "scores": {s.name: nan_to_null(values[s.name][i]) for s in scorers}}
-            for i, ex in enumerate(loaded.examples)
-        )
-        n = write_jsonl_atomic(output, rows)
+        scored = ({"id": r["id"], "scores": {s.name: nan_to_null(r[s.name]) for s in scorers}} for r in rows)
+        n = write_jsonl_atomic(output, scored)
         print(f"wrote {n} rows to {output}", file=sys.stderr)
     summaries = {
         s.name: summarize_rows(
-            values[s.name], seeds, clusters=clusters, bounded=s.bounded, seed=bootstrap_seed
+            scores_of(rows, s.name), seeds, clusters=clusters, bounded=s.bounded, seed=bootstrap_seed
         )
         for s in scorers
     }

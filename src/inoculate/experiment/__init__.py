@@ -1,4 +1,5 @@
-"""Experiments: the YAML schema, the conditions x seeds matrix, the content-addressed cell cache, the runner.
+"""Experiments: the YAML schema, the plan, the conditions x seeds matrix, the content-addressed cell cache,
+the runner.
 
 `run_experiment("examples/demo.yaml")` is `inoculate run examples/demo.yaml`; `demo_config()` is the
 packaged demo experiment (`inoculate demo`).
@@ -12,7 +13,8 @@ from pathlib import Path
 from inoculate.experiment.config import ExperimentConfig
 from inoculate.experiment.load import load_experiment, parse_experiment
 from inoculate.experiment.matrix import Cell, MatrixResult, run_matrix
-from inoculate.experiment.runner import Prepared, RunOutcome, apply_screen, prepare, run_experiment
+from inoculate.experiment.plan import Plan, prepare
+from inoculate.experiment.runner import RunOutcome, apply_screen, run_experiment
 from inoculate.rundir import CONDITION_REF
 
 DEMO_RESOURCE = "demo.yaml"
@@ -32,7 +34,7 @@ __all__ = [
     "Cell",
     "ExperimentConfig",
     "MatrixResult",
-    "Prepared",
+    "Plan",
     "RunOutcome",
     "apply_screen",
     "demo_config",

@@ -56,7 +56,7 @@ from pydantic import (
 
 from inoculate.dynamics import CollapseRule
 from inoculate.rundir import BASE_DIR, CONDITION_REF, EXPERIMENT_FILE, MANIFEST_FILE, SCREEN_DIR
-from inoculate.screen import MEASURES, Measure
+from inoculate.screen import MEASURES
 from inoculate.train import TrainConfig
 from inoculate.transform import InoculationSpec, Placement
 from inoculate.yamlio import LineMap
@@ -247,8 +247,10 @@ class ScreenBlock(_Strict):
 
     candidates: list[str | ScreenCandidateSpec] = Field(min_length=1)
     pick: Literal["best", "all"] = "best"
-    measure: Measure = "surprise"
-    measures: list[Measure] = Field(default_factory=lambda: list(MEASURES), min_length=1)
+    measure: str = "surprise"
+    """The measure `pick: best` ranks by: any registered screen measure (`inoculate.screen`)."""
+    measures: list[str] = Field(default_factory=lambda: list(MEASURES), min_length=1)
+    """Registered screen measures to run (plugins add names: `@inoculate.screen.measure`)."""
     trait: str | None = None
     condition: str = "screened"
     """Name of the condition trained with the recommended prompt (`pick: best`)."""

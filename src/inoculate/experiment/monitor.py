@@ -55,6 +55,7 @@ from inoculate.experiment.config import (
     OrganismData,
     screened_conditions,
 )
+from inoculate.fileio import nan_to_null
 from inoculate.records import ChatExample
 from inoculate.rundir import neutral_eval_prompt
 from inoculate.transform import InoculationSpec, resolve_prompts
@@ -479,12 +480,9 @@ def cell_summary(plan: MonitorPlan, path: Path, *, max_steps: int | None, global
         "evaluations": len(rows),
         "steps": [rows[0]["step"], rows[-1]["step"]] if rows else None,
         "signal_prompt": plan.rule.prompt,
-        "trait_logodds_first": _num(signal[0]) if signal else None,
-        "trait_logodds_last": _num(signal[-1]) if signal else None,
+        "trait_logodds_first": nan_to_null(round(float(signal[0]), 4)) if signal else None,
+        "trait_logodds_last": nan_to_null(round(float(signal[-1]), 4)) if signal else None,
         "collapse_step": collapse,
         "stopped_early": bool(stopped),
     }
 
-
-def _num(x: float) -> float | None:
-    return None if x != x else round(float(x), 4)

@@ -1,8 +1,8 @@
 """The experiment's `screen:` block: its checks, and the screen run on the runner's prepared data.
 
-`runner.apply_screen` prepares the experiment without the block and hands the data here as
-`ScreenInputs`; `resolve_screen` screens (cached in ROOT/screen) and returns the experiment with the
-screened condition(s) added.
+`runner.apply_screen` hands the prepared plan's data here as `ScreenInputs` (`Plan.screen_inputs`);
+`picked_conditions` screens (cached in ROOT/screen) and returns the condition(s) to add, which the
+runner adds to the plan (`Plan.with_conditions`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ from inoculate.generate.hf import HFBackend
 from inoculate.models import load_model
 from inoculate.records import ChatExample
 from inoculate.rundir import CONDITION_REF, SCREEN_DIR
-from inoculate.screen import Candidate, ScreenConfig, ScreenResult, questions_of, screen, with_neutral
+from inoculate.screen import (
+    Candidate,
+    ScreenConfig,
+    ScreenResult,
+    questions_of,
+    screen,
+    selectable_names,
+    with_neutral,
+)
 from inoculate.transform import InoculationSpec
 
 
@@ -48,7 +56,17 @@ def screen_errors(cfg: ExperimentConfig) -> list[InputError]:
     spec = cfg.screen
     assert spec is not None
     errors = []
-    if spec.measure not in spec.measures:
+    known = selectable_names()
+    for i, name in enumerate(spec.measures):
+        if name not in known:
+            errors.append(
+                lm.error(("screen", "measures", i), f"unknown measure {name!r} (known: {', '.join(known)})")
+            )
+    if spec.measure not in known:
+        errors.append(
+            lm.error(("screen", "measure"), f"unknown measure {spec.measure!r} (known: {', '.join(known)})")
+        )
+    elif spec.measure not in spec.measures:
         errors.append(lm.error(("screen", "measure"), f"{spec.measure!r} is not among screen.measures"))
     if spec.trait is not None and spec.trait not in cfg.traits:
         errors.append(
@@ -166,16 +184,16 @@ class _Named:
         return self.scorer.batch(prompts, completions)
 
 
-def resolve_screen(
+def picked_conditions(
     cfg: ExperimentConfig, data: ScreenInputs, root: str | os.PathLike[str]
-) -> ExperimentConfig:
-    """The experiment with its `screen:` block resolved into conditions: `pick: best` adds one condition
-    (`screen.condition`) trained with the recommended prompt; `pick: all` adds one per candidate.
-    Raises ValueError when `best` finds no candidate to recommend."""
+) -> dict[str, InoculationSpec]:
+    """The conditions the `screen:` block adds: `pick: best` one condition (`screen.condition`) trained
+    with the recommended prompt; `pick: all` one per candidate. Raises ValueError when `best` finds no
+    candidate to recommend."""
     spec = cfg.screen
     assert spec is not None
     result = run_screen_block(cfg, data, root)
-    conditions = dict(cfg.conditions)
+    conditions: dict[str, InoculationSpec] = {}
     if spec.pick == "best":
         best = result.recommended
         if best is None:
@@ -185,4 +203,4 @@ def resolve_screen(
         for c in result.candidates:
             if not c.neutral:
                 conditions[c.name] = InoculationSpec(prompt=c.prompt, placement=spec.placement)
-    return cfg.model_copy(update={"conditions": conditions, "screen": None})
+    return conditions

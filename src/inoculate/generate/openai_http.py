@@ -38,7 +38,7 @@ class OpenAIHTTPBackend(Backend):
     `adapter` may instead be a local adapter directory (as `inoculate run` passes a trained cell's) when
     `adapter_name` gives the name it is served under; the directory is then recorded as the adapter
     and the name is what requests ask for. `inoculate run` names a cell's adapter
-    `<condition>-seed<k>` (`experiment.runner.served_adapter_name`)."""
+    `<condition>-seed<k>` (`experiment.cell.served_adapter_name`)."""
 
     def __init__(
         self,

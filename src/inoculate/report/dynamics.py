@@ -10,14 +10,14 @@ from typing import Any
 
 from inoculate.report.format import md_table
 from inoculate.report.load import CellResult, RunData
-from inoculate.rundir import DYNAMICS_FILE
+from inoculate.rundir import DYNAMICS_FILE, MonitorRecord
 
 SIGNAL_PROMPT = "neutral"
 
 
-def monitored(run: RunData) -> dict[str, dict[str, Any]]:
+def monitored(run: RunData) -> dict[str, MonitorRecord]:
     """condition -> the monitor's settings, for every monitored condition of the run."""
-    return dict(run.experiment.get("dynamics") or {})
+    return dict(run.record.dynamics or {})
 
 
 def figure_path(root: Path, condition: str) -> Path:
@@ -90,12 +90,12 @@ def write_dynamics_figures(run: RunData, root: str | Path | None = None) -> list
         per_seed = seed_rows(run, cond)
         if not per_seed:
             continue
-        rule = CollapseRule.model_validate(info["rule"]) if info.get("rule") else None
+        rule = CollapseRule.model_validate(info.rule) if info.rule else None
         seeds = sorted(per_seed)
-        prompt = (info.get("prompts") or {}).get("inoculation")
+        prompt = info.prompts.get("inoculation")
         title = (
             f"{run.name}: {cond}, mean over {len(seeds)} seed(s); inoculation prompt {prompt!r}; "
-            f"trait {info.get('trait')!r}, other {info.get('other')!r}"
+            f"trait {info.trait!r}, other {info.other!r}"
         )
         written.append(
             plot_dynamics(
@@ -147,9 +147,9 @@ def dynamics_table(run: RunData) -> tuple[list[str], list[list[str]]]:
         missing = [c.seed for c in run.cells_of(cond) if c.seed not in per_seed]
         if missing:
             warned.append("no rows: seed " + ", ".join(map(str, missing)))
-        prompt = (info.get("prompts") or {}).get("inoculation")
+        prompt = info.prompts.get("inoculation")
         shown = f'"{prompt}"' if prompt else "(none)"
-        if prompt and info.get("own_prompt") is False:
+        if prompt and info.own_prompt is False:
             shown += " (probed only: trained without an inoculation prompt)"
         body.append(
             [
@@ -171,16 +171,16 @@ def dynamics_section(run: RunData) -> str:
     if not mon:
         return ""
     info = next(iter(mon.values()))
-    trait, other = info.get("trait"), info.get("other")
-    neutral = (info.get("prompts") or {}).get(SIGNAL_PROMPT)
-    rule = info.get("rule") or {}
-    level = rule.get("level")
-    first_eval = _ordinal(rule.get("min_evals", 2))
+    trait, other = info.trait, info.other
+    neutral = info.prompts.get(SIGNAL_PROMPT)
+    rule = info.rule  # a CollapseRule as written: every field present
+    level = rule["level"]
+    first_eval = _ordinal(rule["min_evals"])
     parts = [
         "## Learning dynamics\n",
-        f"During training, every {info.get('every')} step(s), {info.get('n_probes')} fixed probe questions "
-        f"({info.get('probes')} probes) were scored by teacher forcing with one response per category "
-        f"({', '.join(info.get('categories') or [])}: `inoculated` carries only the inoculated trait, "
+        f"During training, every {info.every} step(s), {info.n_probes} fixed probe questions "
+        f"({info.probes} probes) were scored by teacher forcing with one response per category "
+        f"({', '.join(info.categories)}: `inoculated` carries only the inoculated trait, "
         "`other` only the other trait), under the neutral prompt "
         f"({_quote(neutral)}, solid lines) and under the condition's inoculation prompt (dashed). "
         f"Left: mean per-token log-prob of each category, mean over seeds. Under inoculation, the "
@@ -188,18 +188,18 @@ def dynamics_section(run: RunData) -> str:
         f"(`{other}`) rises (Tan et al.). Right: the inoculated trait's log-odds, log p(responses with "
         "it) - log p(responses without it) in nats/response, averaged over probes.\n",
         f"IP collapse warning: it fires at the first evaluation, from the {first_eval} on, at which the "
-        f"`{rule.get('prompt', 'neutral')}`-prompt log-odds has been more than "
-        f"{rule.get('delta')} nats above its running minimum"
+        f"`{rule['prompt']}`-prompt log-odds has been more than "
+        f"{rule['delta']} nats above its running minimum"
         + (f" and above {level}" if level is not None else "")
-        + f" for {rule.get('k')} consecutive evaluations; red lines mark each seed's warning."
+        + f" for {rule['k']} consecutive evaluations; red lines mark each seed's warning."
         + (
             " A condition trained without an inoculation prompt is expected to warn."
-            if any(i.get("own_prompt") is False for i in mon.values())
+            if any(i.own_prompt is False for i in mon.values())
             else ""
         )
         + (
             " With `stop_on_collapse`, training stopped at the warning."
-            if any(i.get("stop_on_collapse") for i in mon.values())
+            if any(i.stop_on_collapse for i in mon.values())
             else ""
         )
         + "\n",

@@ -17,7 +17,10 @@ from inoculate.rundir import (
     MANIFEST_FILE,
     METRICS_FILE,
     TRAIN_MANIFEST_FILE,
+    BaseElicitation,
     CellMetrics,
+    MetricInfo,
+    MetricMean,
     RunRecord,
     read_record,
 )
@@ -30,15 +33,15 @@ class CellResult:
     condition: str
     seed: int
     dir: Path
-    eval: dict[str, dict[str, dict[str, Any]]]
+    eval: dict[str, dict[str, MetricMean]]
     """eval prompt -> metric -> {mean, n, n_nan}"""
     train: dict[str, Any] = field(default_factory=dict)
     inoculation: dict[str, Any] | None = None
     """The cell's train.manifest.json (n_rows, n_inoculated, n_replaced_system, ...); None without one."""
 
     def value(self, eval_prompt: str, metric: str) -> float:
-        m = self.eval.get(eval_prompt, {}).get(metric, {}).get("mean")
-        return NAN if m is None else float(m)
+        m = self.eval.get(eval_prompt, {}).get(metric)
+        return NAN if m is None or m.mean is None else float(m.mean)
 
     def row_values(self, eval_prompt: str, metric: str) -> list[float]:
         """The cell's per-generation scores (for one-seed intervals), NaN for unscorable rows."""
@@ -57,12 +60,12 @@ class CellResult:
 class RunData:
     root: Path
     experiment: dict[str, Any]
-    """experiment.json as written (`record` is the same, typed)."""
+    """experiment.json as written (`record` is the same, typed: read that)."""
     record: RunRecord
     manifest: dict[str, Any] | None
     cells: list[CellResult]
     missing: list[tuple[str, int]]
-    base: dict[str, Any] | None
+    base: BaseElicitation | None
 
     @property
     def name(self) -> str:
@@ -77,8 +80,8 @@ class RunData:
         return list(self.record.eval_prompts)
 
     @property
-    def metrics(self) -> dict[str, dict[str, Any]]:
-        return {name: info.model_dump(exclude_unset=True) for name, info in self.record.metrics.items()}
+    def metrics(self) -> dict[str, MetricInfo]:
+        return dict(self.record.metrics)
 
     @property
     def traits(self) -> list[str]:
@@ -148,16 +151,15 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
                 condition=cond,
                 seed=seed,
                 dir=d,
-                eval={
-                    p: {m: v.model_dump(exclude_unset=True) for m, v in ms.items()}
-                    for p, ms in metrics.eval.items()
-                },
+                eval=metrics.eval,
                 train=metrics.train,
                 inoculation=manifest if isinstance(manifest, dict) else None,
             )
         )
     base_dir = root / BASE_DIR
-    base = _read_json(base_dir / METRICS_FILE) if _done_key(base_dir) == record.base_key else None
+    base = None
+    if _done_key(base_dir) == record.base_key and isinstance(_read_json(base_dir / METRICS_FILE), dict):
+        base = read_record(base_dir / METRICS_FILE, BaseElicitation)
     manifest = _read_json(root / MANIFEST_FILE)
     return RunData(
         root=root,
@@ -166,7 +168,7 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
         manifest=manifest if isinstance(manifest, dict) else None,
         cells=cells,
         missing=missing,
-        base=base if isinstance(base, dict) else None,
+        base=base,
     )
 
 

@@ -32,7 +32,7 @@ def condition_table(
 def verdicts(run: RunData, rows: list[SummaryRow]) -> list[Verdict]:
     """Check each declared expectation against the run's means over seeds."""
     out = []
-    for cond, rules in run.experiment.get("expect", {}).items():
+    for cond, rules in run.record.expect.items():
         for key, text in rules.items():
             metric, prompt = split_target(key)
             rule = parse_rule(text)
@@ -115,7 +115,7 @@ def verdict_section(run: RunData, rows: list[SummaryRow]) -> tuple[str, list[Ver
 
 
 def _system_of(run: RunData, prompt: str, condition: str | None = None) -> str:
-    value = run.experiment["eval_prompts"].get(prompt)
+    value = run.record.eval_prompts[prompt]
     if value == CONDITION_REF:
         return "each condition's own training prompt"
     return quote(value)
@@ -128,17 +128,15 @@ def _base_section(run: RunData) -> str:
     parts = []
     metrics = list(run.metrics)
     rows = []
-    for r in base.get("rows", []):
-        rows.append(
-            [r["prompt"], quote(r.get("system"))]
-            + [fmt((r.get("metrics", {}).get(m) or {}).get("mean")) for m in metrics]
-        )
+    for r in base.rows:
+        means = [fmt(r.metrics[m].mean if m in r.metrics else None) for m in metrics]
+        rows.append([r.prompt, quote(r.system), *means])
     parts.append(
         "The base model, before any fine-tuning, under the experiment's eval prompts (and under each "
         "condition's training prompt): how strongly each prompt elicits each trait.\n\n"
         + md_table(["eval prompt", "system prompt", *metrics], rows)
     )
-    org = base.get("organism")
+    org = base.organism
     if org:
         parts.append(
             "The organism's own elicitation table (every prompt family, held-out paraphrases included):"
@@ -187,17 +185,17 @@ def _inoculated(run: RunData, condition: str) -> str:
 
 
 def _setup_section(run: RunData) -> str:
-    exp = run.experiment
+    exp = run.record
     man = run.manifest or {}
-    sha = exp["data"].get("sha256", {})
+    sha = exp.data.sha256
     lines = [
-        f"- Base model: `{json.dumps(exp['model'].get('spec'))}` at `{exp['model'].get('path')}`",
-        f"- Base model identity: `{json.dumps(exp['model'].get('identity'), sort_keys=True)}`",
-        f"- Data: train {exp['data'].get('n_train')} examples, eval {exp['data'].get('n_eval')} questions; "
-        f"sha256 train `{sha.get('train', '')[:16]}`, eval `{sha.get('eval', '')[:16]}`",
-        f"- Seeds: {', '.join(str(s) for s in exp['seeds'])}",
-        f"- Sampling: `{json.dumps(exp['sampling'], sort_keys=True)}` (seed = the cell's seed)",
-        f"- Training: `{json.dumps(exp['train'], sort_keys=True)}`",
+        f"- Base model: `{json.dumps(exp.model.spec)}` at `{exp.model.path}`",
+        f"- Base model identity: `{json.dumps(exp.model.identity, sort_keys=True)}`",
+        f"- Data: train {exp.data.n_train} examples, eval {exp.data.n_eval} questions; "
+        f"sha256 train `{sha['train'][:16]}`, eval `{sha['eval'][:16]}`",
+        f"- Seeds: {', '.join(str(s) for s in exp.seeds)}",
+        f"- Sampling: `{json.dumps(exp.sampling, sort_keys=True)}` (seed = the cell's seed)",
+        f"- Training: `{json.dumps(exp.train, sort_keys=True)}`",
     ]
     if man.get("versions"):
         lines.append(f"- Versions: {', '.join(f'{k} {v}' for k, v in man['versions'].items() if v)}")
@@ -207,20 +205,20 @@ def _setup_section(run: RunData) -> str:
     lines.append("Conditions (the prompt each condition trained with):\n")
     spec_rows = []
     for cond in run.conditions:
-        spec = exp.get("condition_specs", {}).get(cond)
+        spec = exp.condition_specs.get(cond)
         if spec is None:
             spec_rows.append([cond, "(none: trained on the data as given)", "", "", ""])
             continue
-        prompts = spec.get("resolved_prompts") or []
+        prompts = spec["resolved_prompts"]
         selector = (
-            ", ".join(f"{k}: {spec[k]}" for k in ("where", "regex", "fraction") if spec.get(k) is not None)
+            ", ".join(f"{k}: {spec[k]}" for k in ("where", "regex", "fraction") if spec[k] is not None)
             or "all rows"
         )
         spec_rows.append(
             [
                 cond,
                 " / ".join(quote(p) for p in prompts),
-                str(spec.get("placement")),
+                str(spec["placement"]),
                 selector,
                 _inoculated(run, cond),
             ]
@@ -243,11 +241,11 @@ def _setup_section(run: RunData) -> str:
 
 
 def render_report(run: RunData, rows: list[SummaryRow], figures: list[str]) -> str:
-    exp = run.experiment
+    exp = run.record
     out: list[str] = [f"# {run.name}: inoculation prompting report\n"]
-    if exp.get("description"):
-        out.append(exp["description"].strip() + "\n")
-    total = len(exp.get("cells", []))
+    if exp.description:
+        out.append(exp.description.strip() + "\n")
+    total = len(exp.cells)
     out.append(
         f"{len(run.cells)} of {total} cells finished "
         f"({len(run.conditions)} conditions x {len(run.seeds)} seeds). "

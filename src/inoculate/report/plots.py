@@ -41,15 +41,15 @@ def bar_plot(
         )
     ax.set_xticks(x)
     ax.set_xticklabels(conds, rotation=20, ha="right")
-    bounded = bool(run.metrics.get(metric, {}).get("bounded", True))
+    info = run.metrics[metric]
     for i, m in enumerate(means):
         ax.annotate(
             f"{m:.2f}", (i, m + hi_err[i]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8
         )
-    if bounded:
+    if info.bounded:
         ax.set_ylim(0, 1.22)
         ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax.set_ylabel(f"{metric} ({run.metrics.get(metric, {}).get('kind', '')})")
+    ax.set_ylabel(f"{metric} ({info.kind})")
     ax.set_title(f"{run.name}: {metric} under the '{eval_prompt}' prompt (95% CI over seeds)")
     ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()

@@ -22,7 +22,7 @@ def load_screen(run: RunData) -> ScreenResult | None:
 def baseline_condition(run: RunData) -> str | None:
     """The uninoculated condition to measure suppression against: `baseline` if it has no prompt,
     else the first condition without one."""
-    prompts = run.experiment.get("condition_prompts", {})
+    prompts = run.record.condition_prompts
     plain = [c for c in run.conditions if prompts.get(c) is None]
     return "baseline" if "baseline" in plain else (plain[0] if plain else None)
 

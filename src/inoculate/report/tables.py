@@ -59,11 +59,11 @@ def per_seed_rows(run: RunData) -> list[dict[str, Any]]:
                             "condition": cond,
                             "eval_prompt": prompt,
                             "metric": metric,
-                            "kind": info["kind"],
+                            "kind": info.kind,
                             "seed": cell.seed,
                             "value": cell.value(prompt, metric),
-                            "n": m.get("n", 0),
-                            "n_nan": m.get("n_nan", 0),
+                            "n": m.n,
+                            "n_nan": m.n_nan,
                         }
                     )
     return rows
@@ -88,10 +88,10 @@ def summary_rows(run: RunData) -> list[SummaryRow]:
                 if not present:
                     continue
                 values = [c.value(prompt, metric) for c in present]
-                n_rows = sum(int(c.eval[prompt][metric].get("n", 0)) for c in present)
+                n_rows = sum(int(c.eval[prompt][metric].n) for c in present)
                 within = present[0].row_values(prompt, metric) if len(present) == 1 else None
                 s = summarize_seeds(
-                    values, within=within, n_rows=n_rows, bounded=bool(info.get("bounded", True))
+                    values, within=within, n_rows=n_rows, bounded=info.bounded
                 )
                 method = s.method if s.unit == "seeds" else f"{s.method} (rows of one seed)"
                 out.append(
@@ -99,7 +99,7 @@ def summary_rows(run: RunData) -> list[SummaryRow]:
                         condition=cond,
                         eval_prompt=prompt,
                         metric=metric,
-                        kind=info["kind"],
+                        kind=info.kind,
                         mean=s.mean,
                         ci_low=s.ci_low,
                         ci_high=s.ci_high,

@@ -22,7 +22,7 @@ from inoculate.scorers.registry import (
     shared_batch,
     unregister,
 )
-from inoculate.scorers.scoring import render_prompt, score_examples, score_texts
+from inoculate.scorers.scoring import render_prompt, score_examples, score_generations, score_texts
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -39,6 +39,7 @@ __all__ = [
     "register",
     "render_prompt",
     "score_examples",
+    "score_generations",
     "score_texts",
     "scorer",
     "shared_batch",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -29,7 +30,7 @@ def render_prompt(messages: Sequence[Message]) -> str:
 def score_texts(
     prompts: Sequence[str],
     completions: Sequence[str],
-    scorers: Sequence[Scorer],
+    scorers: Sequence[Scorer] | Mapping[str, Scorer],
     *,
     batch_size: int | None = BATCH_SIZE,
     share: bool = True,
@@ -40,22 +41,24 @@ def score_texts(
     e.g. one language-detection pass per text for all `language:XX` specs; the shared results are
     dropped at the end of the batch, so their memory is bounded by the batch. `batch_size=None`
     scores all rows as one batch; with `share=False` too that is the unshared path (benchmarks).
+    A mapping of scorers is keyed by its names instead of the scorers' own (`spec`).
     """
     if len(prompts) != len(completions):
         raise ValueError(f"score_texts: {len(prompts)} prompts but {len(completions)} completions")
-    out: dict[str, list[float]] = {s.name: [] for s in scorers}
+    named = list(scorers.items()) if isinstance(scorers, Mapping) else [(s.name, s) for s in scorers]
+    out: dict[str, list[float]] = {name: [] for name, _ in named}
     step = batch_size or max(len(completions), 1)
     for start in range(0, len(completions), step):
         p, c = prompts[start : start + step], completions[start : start + step]
         with shared_batch() if share else nullcontext():
-            for s in scorers:
-                out[s.name].extend(s.batch(p, c))
+            for name, s in named:
+                out[name].extend(s.batch(p, c))
     return out
 
 
 def score_examples(
     examples: Sequence[ChatExample],
-    scorers: Sequence[Scorer],
+    scorers: Sequence[Scorer] | Mapping[str, Scorer],
     *,
     batch_size: int | None = BATCH_SIZE,
     share: bool = True,
@@ -64,7 +67,8 @@ def score_examples(
 
     Streams `batch_size` examples at a time through `score_texts` (see there for `share`).
     """
-    out: dict[str, list[float]] = {s.name: [] for s in scorers}
+    names = list(scorers) if isinstance(scorers, Mapping) else [s.name for s in scorers]
+    out: dict[str, list[float]] = {name: [] for name in names}
     step = batch_size or max(len(examples), 1)
     for start in range(0, len(examples), step):
         chunk = examples[start : start + step]
@@ -74,6 +78,36 @@ def score_examples(
         for name, values in got.items():
             out[name].extend(values)
     return out
+
+
+def score_generations(
+    generations: Sequence[ChatExample], scorers: Sequence[Scorer] | Mapping[str, Scorer]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The one scoring pass (`score_examples`: prompts rendered, each scorer batched) as per-row scores
+    and per-scorer means.
+
+    rows: one dict per generation, `{"id", "sample", <scorer>: value}` (NaN written as None;
+    `sample` is `metadata.generation.sample_index`); means: scorer -> `{mean, n, n_nan}` with NaN
+    rows left out. Scorers given as a mapping are named by its keys (else by their specs).
+    `scores_of(rows, name)` reads one scorer's column back with NaN.
+    """
+    scores = score_examples(generations, scorers)
+    rows = []
+    for i, g in enumerate(generations):
+        sample = (g.metadata.get("generation") or {}).get("sample_index")
+        row: dict[str, Any] = {"id": g.id, "sample": sample}
+        row.update({name: None if math.isnan(v[i]) else v[i] for name, v in scores.items()})
+        rows.append(row)
+    means: dict[str, dict[str, Any]] = {}
+    for name, vals in scores.items():
+        ok = [v for v in vals if not math.isnan(v)]
+        means[name] = {"mean": sum(ok) / len(ok) if ok else None, "n": len(ok), "n_nan": len(vals) - len(ok)}
+    return rows, means
+
+
+def scores_of(rows: Sequence[Mapping[str, Any]], name: str) -> list[float]:
+    """One scorer's column of `score_generations` rows, None read back as NaN."""
+    return [math.nan if r[name] is None else r[name] for r in rows]
 
 
 def row_seeds(examples: Sequence[ChatExample], lines: Sequence[int], source: str) -> list[Any] | None:

@@ -52,6 +52,7 @@ from inoculate.screen.result import (
     measure,
     measure_info,
     selectable_measures,
+    selectable_names,
     t_summary,
 )
 
@@ -93,6 +94,7 @@ __all__ = [
     "screen",
     "screen_files",
     "selectable_measures",
+    "selectable_names",
     "surprise_scores",
     "t_summary",
     "teacher_forced",

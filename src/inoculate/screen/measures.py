@@ -43,7 +43,8 @@ from inoculate.generate import SamplingParams
 from inoculate.logprob import logprob
 from inoculate.models import encode_prompts
 from inoculate.records import ChatExample, Message
-from inoculate.scorers import render_prompt
+from inoculate.scorers import score_generations
+from inoculate.scorers.scoring import scores_of
 from inoculate.screen.result import (
     Candidate,
     ContrastPair,
@@ -264,9 +265,8 @@ def elicitation_scores(
         ]
         t0 = time.perf_counter()
         gens = backend.generate(prompts, params)
-        texts = [render_prompt(g.prompt_messages) for g in gens]
-        comps = [g.completion or "" for g in gens]
-        scores = {s.name: s.batch(texts, comps) for s in scorers}
+        rows, _means = score_generations(gens, scorers)
+        scores = {s.name: scores_of(rows, s.name) for s in scorers}
         seconds = time.perf_counter() - t0
         prompt_tokens = (
             sum(len(ids) for ids in encode_prompts(tokenizer, [p.messages for p in prompts]))

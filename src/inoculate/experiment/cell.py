@@ -1,0 +1,213 @@
+"""One cell of the matrix, and the base model's row: train, generate, score, write.
+
+A cell: its condition's transformed training set -> train (LoRA or full, `inoculate.train`) ->
+generate under each eval prompt -> score every trait and capability (`scorers.score_generations`)
+-> `metrics.json`. The base model is evaluated the same way, without training, into `OUT/base/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from inoculate.experiment.cache import done_problem, mark_done
+from inoculate.experiment.config import OrganismModel
+from inoculate.experiment.matrix import Cell
+from inoculate.experiment.monitor import cell_summary, surface_warnings
+from inoculate.experiment.plan import Plan, rel_to
+from inoculate.fileio import write_jsonl_atomic, write_text_atomic
+from inoculate.generate import SamplingParams, get_backend
+from inoculate.records import ChatExample
+from inoculate.rundir import (
+    BASE_DIR,
+    DYNAMICS_FILE,
+    METRICS_FILE,
+    TRAIN_MANIFEST_FILE,
+    BaseElicitation,
+    CellMetrics,
+    RunFolderError,
+    foreign_message,
+    is_ours,
+    remove_owned,
+    staging_dir,
+    write_marker,
+    write_record,
+)
+from inoculate.scorers import score_generations
+from inoculate.train import TrainConfig, train
+
+
+def served_adapter_name(condition: str, seed: int) -> str:
+    """The model name a server must give a cell's adapter for the openai_http backend to evaluate it:
+    `inoculate serve BASE --lora-module NAME=OUT/<condition>/seed_<k>/adapter` (or vLLM's
+    `--lora-modules NAME=PATH`)."""
+    return f"{condition}-seed{seed}"
+
+
+def run_cell(
+    plan: Plan,
+    cell: Cell,
+    cell_dir: Path,
+    stage: Any,
+    message: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Transform -> train -> generate -> score for one (condition, seed); writes metrics.json.
+
+    A monitored condition trains with the learning-dynamics callback (`dynamics.jsonl`); its collapse
+    warning goes to `message` (the run's progress output) when given."""
+
+    timings: dict[str, float] = {}
+    examples, manifest = plan.train_sets[cell.condition]
+    if manifest is not None:
+        manifest.save(cell_dir / TRAIN_MANIFEST_FILE)
+
+    stage("train")
+    t0 = time.perf_counter()
+    model_path, train_config = plan.model_path, plan.train_config
+    tc = TrainConfig.model_validate({**train_config, "output_dir": str(cell_dir), "seed": cell.seed})
+    monitor = plan.dynamics.get(cell.condition)
+    callbacks = [monitor.callback()] if monitor is not None else []
+    printed = io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if monitor is not None:
+            stack.enter_context(surface_warnings(monitor, callbacks[0], cell.label, message))
+        stack.enter_context(contextlib.redirect_stdout(printed))
+        result = train(model_path, examples, tc, callbacks=callbacks)
+    if printed.getvalue():
+        write_text_atomic(cell_dir / "train_stdout.log", printed.getvalue())
+    timings["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    prompts = {name: plan.eval_set(cell.condition, name) for name in plan.eval_prompts}
+    # The trained weights are read from this cell's folder, not from the paths `train_result.json`
+    # recorded when they were trained: a copied or moved run folder evaluates its own adapter.
+    trained = str(cell_dir / ("adapter" if result.is_adapter else "model"))
+    evals = evaluate(
+        plan,
+        cell_dir,
+        seed=cell.seed,
+        model=model_path if result.is_adapter else trained,
+        adapter=trained if result.is_adapter else None,
+        prompts=prompts,
+        stage=stage,
+        root=cell_dir.parent.parent,  # a cell's folder is OUT/<condition>/seed_<k>
+        adapter_name=served_adapter_name(cell.condition, cell.seed) if result.is_adapter else None,
+    )
+    timings["evaluate"] = time.perf_counter() - t0
+
+    summary = {
+        "condition": cell.condition,
+        "seed": cell.seed,
+        "key": cell.key,
+        "eval": evals,
+        "train": {
+            "global_step": result.global_step,
+            "final_loss": result.final_loss,
+            "train_loss": result.train_loss,
+            "n_examples": result.n_examples,
+            "runtime_s": result.runtime_s,
+        },
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    if monitor is not None:
+        summary["dynamics"] = cell_summary(
+            monitor, cell_dir / DYNAMICS_FILE, max_steps=tc.max_steps, global_step=result.global_step
+        )
+    return write_record(cell_dir / METRICS_FILE, CellMetrics.model_validate(summary))
+
+
+def evaluate(
+    plan: Plan,
+    out_dir: Path,
+    *,
+    seed: int,
+    model: str,
+    adapter: str | None,
+    prompts: dict[str, list[ChatExample]],
+    stage: Any = None,
+    root: Path | None = None,
+    adapter_name: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Generate under each eval set and score; writes generations/ and scores/; returns the means.
+
+    With `root` (the run folder), model and adapter paths inside it are recorded relative to it.
+    `adapter_name` is the name a server serves the adapter under (openai_http only)."""
+
+    gen = plan.config.generation
+    named = {"adapter_name": adapter_name} if adapter_name and gen.backend == "openai_http" else {}
+    backend = get_backend(gen.backend, model=model, adapter=adapter, **named, **gen.options())
+    params = SamplingParams(**plan.config.sampling.model_dump(), seed=seed)
+    results: dict[str, dict[str, Any]] = {}
+    for name, examples in prompts.items():
+        if stage is not None:
+            stage(f"generate [{name}]")
+        gens = backend.generate(examples, params)
+        write_jsonl_atomic(out_dir / "generations" / f"{name}.jsonl", (_portable(g, root) for g in gens))
+        if stage is not None:
+            stage(f"score [{name}]")
+        rows, means = score_generations(gens, plan.scorers)
+        write_jsonl_atomic(out_dir / "scores" / f"{name}.jsonl", rows)
+        results[name] = means
+    return results
+
+
+def _portable(g: ChatExample, root: Path | None) -> dict[str, Any]:
+    """A generation's record with the model/adapter paths inside the run folder made relative to it."""
+    row = g.to_json()
+    info = (row.get("metadata") or {}).get("generation")
+    if root is not None and isinstance(info, dict):
+        for name in ("model", "adapter"):
+            if isinstance(info.get(name), str) and Path(info[name]).is_absolute():
+                info[name] = rel_to(info[name], root)
+    return row
+
+
+def base_elicitation(plan: Plan, root: Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The base model under each eval prompt (and each condition's training prompt); cached in OUT/base.
+
+    When the base model is the organism, the organism's own elicitation table (every prompt family,
+    held-out paraphrases included) is added beside the experiment's prompts.
+    """
+    final = root / BASE_DIR
+    base = plan.base
+    problem = done_problem(final, base.key)
+    if problem is None:
+        return json.loads((final / METRICS_FILE).read_text(encoding="utf-8"))
+    if not is_ours(final, "base"):  # checked before any work: never cleared, and said at once
+        raise RunFolderError(foreign_message(final, "move them away or choose another --out"))
+    if problem != "not finished" and log is not None:
+        log(f"base: {problem}; recomputing")
+    # Written into a marked staging folder and renamed into place when complete: a killed run leaves
+    # only the staging folder, which the next run removes.
+    out = staging_dir(root, BASE_DIR)
+    model_path = plan.model_path
+    evals = evaluate(
+        plan, out, seed=plan.seeds[0], model=model_path, adapter=None, prompts=base.prompts, root=root
+    )
+    table: dict[str, Any] = {
+        "source": "experiment",
+        "rows": [
+            {
+                "prompt": base.labels[stem],
+                "file": stem,
+                "system": examples[0].system if examples else None,
+                "metrics": evals[stem],
+            }
+            for stem, examples in base.prompts.items()
+        ],
+    }
+    if isinstance(plan.config.model, OrganismModel):
+        from inoculate import organism  # lazy: importing it registers the organism's scorers
+
+        table["organism"] = organism.elicitation_table(model_path, plan.config.organism_setting())
+    table = write_record(out / METRICS_FILE, BaseElicitation.model_validate(table))
+    mark_done(out, base.key)
+    write_marker(out, "base")
+    remove_owned(final, "base")
+    out.rename(final)
+    return table

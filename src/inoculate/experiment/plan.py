@@ -1,0 +1,436 @@
+"""Resolve an experiment into a `Plan`: everything a run needs, built once, eagerly, and frozen.
+
+`prepare(cfg)` loads and hashes the data, resolves the prompts, scorers and training settings, builds
+the base model (`Inputs`), then derives from the conditions: their inoculation specs and transformed
+training sets, every eval set, the learning-dynamics monitors, the keyed cells and the base model's
+evaluation (a `Plan` is its `Inputs` plus these). Bad data fails here, before any training.
+`plan.with_conditions(...)` adds conditions (the `screen:` block's picks) to a plan without loading
+the data or building the model again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from inoculate._version import __version__
+from inoculate.errors import InputError, InputErrors
+from inoculate.experiment.cache import cell_key, hash_examples, hash_obj, model_identity
+from inoculate.experiment.config import ExperimentConfig, FileData, OrganismData, OrganismModel
+from inoculate.experiment.matrix import Cell, cell_order
+from inoculate.experiment.monitor import MonitorPlan, plan_dynamics
+from inoculate.experiment.screening import ScreenInputs
+from inoculate.formats import load_examples
+from inoculate.records import ChatExample, Message
+from inoculate.rundir import CONDITION_REF
+from inoculate.scorers import Scorer, get_scorer
+from inoculate.transform import (
+    EmptySelectionError,
+    InoculationSpec,
+    Manifest,
+    apply_inoculation,
+    neutralize,
+    resolve_prompts,
+)
+
+TrainSets = dict[str, tuple[list[ChatExample], Manifest | None]]
+"""condition -> its transformed training set and the transform's manifest (None: untransformed)"""
+EvalSets = dict[tuple[str, str], list[ChatExample]]
+"""(condition, or "" for a fixed eval prompt; eval prompt) -> the prompts evaluated"""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every condition shares: the data (loaded, hashed), the base model (built), the resolved eval
+    prompts, the scorers and the training settings."""
+
+    seeds: list[int]
+    model_path: str
+    model_identity: dict[str, Any]
+    train_examples: list[ChatExample]
+    eval_examples: list[ChatExample]
+    data_hashes: dict[str, str]
+    eval_prompts: dict[str, str | None]
+    """name -> system prompt text (None: no system prompt); `@condition` kept as is."""
+    scorers: dict[str, Scorer]
+    train_config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BasePlan:
+    """The base model's evaluation: one eval set per fixed eval prompt and per condition's training prompt."""
+
+    prompts: dict[str, list[ChatExample]]
+    """file stem -> eval set"""
+    labels: dict[str, str]
+    """file stem -> label in the report"""
+    key: str
+
+
+@dataclass(frozen=True)
+class Plan(Inputs):
+    """A resolved experiment: its `Inputs` and everything derived from its conditions, all built."""
+
+    config: ExperimentConfig
+    specs: dict[str, InoculationSpec | None]
+    train_sets: TrainSets
+    eval_sets: EvalSets
+    dynamics: dict[str, MonitorPlan]
+    """condition -> its learning-dynamics monitor (the `dynamics:` block's monitored conditions)"""
+    cells: list[Cell]
+    base: BasePlan
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def eval_set(self, condition: str, eval_prompt: str) -> list[ChatExample]:
+        """The prompts a cell of `condition` is evaluated on under one eval prompt."""
+        return self.eval_sets[_eval_key(self.eval_prompts, condition, eval_prompt)]
+
+    def with_conditions(self, conditions: Mapping[str, InoculationSpec]) -> Plan:
+        """This plan with `conditions` added (after the declared ones) and the `screen:` block dropped:
+        the data and the base model are reused; specs, eval sets, monitors, cells and the base
+        evaluation are derived again (a new inoculation text changes every neutralized eval set)."""
+        cfg = self.config.model_copy(
+            update={"conditions": {**self.config.conditions, **conditions}, "screen": None}
+        )
+        specs = condition_specs(cfg)
+        added = {c: s for c, s in specs.items() if c not in self.train_sets}
+        train_sets = {**self.train_sets, **inoculated_train_sets(cfg, added, self.train_examples)}
+        return _derive(cfg, self, specs, train_sets)
+
+    def screen_inputs(self) -> ScreenInputs:
+        """What the `screen:` block reads of this plan."""
+        return ScreenInputs(
+            seed=self.seeds[0],
+            model_path=self.model_path,
+            model_identity=self.model_identity,
+            train_examples=self.train_examples,
+            eval_examples=self.eval_examples,
+            data_hashes=self.data_hashes,
+            eval_prompts=self.eval_prompts,
+            scorers=self.scorers,
+        )
+
+
+def prepare(
+    cfg: ExperimentConfig, *, seeds: int | None = None, log: Callable[[str], None] | None = None
+) -> Plan:
+    """Resolve the experiment: load data, resolve prompts and specs, build the base model, key the cells."""
+    seed_list = cfg.seed_list(seeds)
+    train_examples = load_source(cfg, "train")
+    eval_examples = load_source(cfg, "eval")
+    data_hashes = {"train": hash_examples(train_examples), "eval": hash_examples(eval_examples)}
+    specs = condition_specs(cfg)
+    # Before the base model is built: a condition that inoculates no training row is refused here.
+    train_sets = inoculated_train_sets(cfg, specs, train_examples)
+    eval_prompts = {
+        name: (value if value == CONDITION_REF else cfg.resolve_text(value))
+        for name, value in cfg.eval_prompts.items()
+    }
+    scorers = {name: get_scorer(spec) for name, (_kind, spec) in cfg.metrics().items()}
+    train_config = cfg.train.model_dump(exclude={"output_dir", "seed"})
+    model_path, identity = _base_model(cfg, log)
+    train_config["disable_tqdm"] = True
+    inputs = Inputs(
+        seeds=seed_list,
+        model_path=model_path,
+        model_identity=identity,
+        train_examples=train_examples,
+        eval_examples=eval_examples,
+        data_hashes=data_hashes,
+        eval_prompts=eval_prompts,
+        scorers=scorers,
+        train_config=train_config,
+    )
+    return _derive(cfg, inputs, specs, train_sets)
+
+
+def _derive(
+    cfg: ExperimentConfig, inputs: Inputs, specs: dict[str, InoculationSpec | None], train_sets: TrainSets
+) -> Plan:
+    """Everything the conditions decide: monitors, keyed cells, every eval set, the base evaluation."""
+    dynamics: dict[str, MonitorPlan] = {}
+    if cfg.dynamics is not None:
+        dynamics = plan_dynamics(cfg, specs, inputs.eval_prompts, inputs.eval_examples)
+    order = cell_order(list(cfg.conditions), inputs.seeds)
+    cells = [make_cell(cfg, inputs, specs, dynamics, c, s) for c, s in order]
+    # Every eval set now, so bad data fails before any training.
+    eval_sets: EvalSets = {}
+    for name in specs:
+        for prompt in inputs.eval_prompts:
+            key = _eval_key(inputs.eval_prompts, name, prompt)
+            if key not in eval_sets:
+                eval_sets[key] = build_eval_set(inputs, specs, name, prompt)
+    return Plan(
+        **{f.name: getattr(inputs, f.name) for f in fields(Inputs)},
+        config=cfg,
+        specs=specs,
+        train_sets={name: train_sets[name] for name in specs},
+        eval_sets=eval_sets,
+        dynamics=dynamics,
+        cells=cells,
+        base=base_plan(cfg, inputs, specs, eval_sets),
+    )
+
+
+# --- data and the base model ---------------------------------------------------------------------------
+
+
+def load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
+    """The experiment's `train` or `eval` examples (an organism split, or a file)."""
+    src = getattr(cfg.data, which)
+    if isinstance(src, OrganismData):
+        from inoculate import organism  # lazy: importing it registers the organism's scorers
+
+        ref = src.organism
+        split = ref.split or ("train" if which == "train" else "eval")
+        return list(organism.make_examples(ref.setting, split, ref.n, ref.seed))
+
+    split = None
+    if isinstance(src, FileData):
+        src, split = src.path, src.split
+    path = cfg.data_path(src)
+    target = str(path) if path.exists() else src
+    kwargs: dict[str, Any] = {} if split is None else {"split": split}
+    return load_examples(target, require_assistant=which == "train", **kwargs).examples
+
+
+def _base_model(
+    cfg: ExperimentConfig, log: Callable[[str], None] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(path or hub id, identity) of the base model; builds the organism (cached) when asked for."""
+    if isinstance(cfg.model, OrganismModel):
+        from inoculate import organism  # lazy: importing it registers the organism's scorers
+
+        ref = cfg.model.organism
+        config = organism.preset(ref.preset, **ref.overrides)
+        with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints loss dicts without a tty bar
+            path = organism.build_base_model(config, log=log, progress=sys.stderr.isatty())
+        return str(path), model_identity(path, source={"organism": ref.model_dump()})
+    p = cfg.data_path(cfg.model) if not Path(cfg.model).is_absolute() else Path(cfg.model)
+    if p.is_dir():
+        return str(p), model_identity(p)
+    return cfg.model, model_identity(cfg.model)
+
+
+# --- conditions -----------------------------------------------------------------------------------------
+
+
+def condition_specs(cfg: ExperimentConfig) -> dict[str, InoculationSpec | None]:
+    return {name: cfg.condition_spec(name) for name in cfg.conditions}
+
+
+def inoculated_train_sets(
+    cfg: ExperimentConfig, specs: dict[str, InoculationSpec | None], train_examples: list[ChatExample]
+) -> TrainSets:
+    """Each condition's training set and manifest. A condition whose spec inoculates no training row
+    is refused (every such condition, each error at its line of the experiment YAML) unless it sets
+    `allow_empty: true`."""
+
+    out: TrainSets = {}
+    errors: list[InputError] = []
+    for name, spec in specs.items():
+        if spec is None:
+            out[name] = (train_examples, None)
+            continue
+        try:
+            out[name] = apply_inoculation(train_examples, spec, source=f"training data ({name})")
+        except EmptySelectionError as e:
+            path = ("conditions", name) if e.field.startswith("<") else ("conditions", name, e.field)
+            msg = f"condition {name!r} inoculates no training row: {e.message}"
+            try:
+                errors.append(cfg.lines.error(path, msg))
+            except AttributeError:  # a config built in code has no YAML lines
+                errors.append(InputError("<experiment>", 0, ".".join(path), msg))
+    if errors:
+        raise InputErrors(errors)
+    return out
+
+
+def check_conditions(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything is written, a condition that inoculates no training row."""
+    inoculated_train_sets(cfg, condition_specs(cfg), load_source(cfg, "train"))
+
+
+def spec_dump(spec: InoculationSpec | None) -> dict[str, Any] | None:
+    """A condition's spec as recorded (in its cells' keys and experiment.json), prompts resolved."""
+    if spec is None:
+        return None
+
+    dump = spec.model_dump(mode="json")
+    if spec.prompt_file is not None:  # the prompts themselves are below; where the file lies is no input
+        dump["prompt_file"] = Path(spec.prompt_file).name
+    dump["resolved_prompts"] = resolve_prompts(spec)
+    return dump
+
+
+_SECRET_NAMES = frozenset({"api_key", "apikey", "key", "secret", "password", "token", "authorization"})
+
+
+def _redact(obj: Any) -> Any:
+    """A copy with secret-looking values (`api_key`, `*_secret`, `*_token`...) replaced: nothing the
+    runner writes (config.json, keys, events) may hold a credential; `api_key_env` names stay."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            name = str(k).lower().replace("-", "_")
+            secret = name in _SECRET_NAMES or name.endswith(("_key", "_secret", "_password", "_token"))
+            out[k] = "<redacted>" if secret and v is not None and not name.endswith("_env") else _redact(v)
+        return out
+    if isinstance(obj, list):
+        return [_redact(v) for v in obj]
+    return obj
+
+
+def rel_to(path: str | os.PathLike[str] | None, root: Path | None) -> str | None:
+    """`path` relative to the run folder when it lies inside it (as written otherwise)."""
+    if path is None or root is None:
+        return None if path is None else str(path)
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
+# Training settings that change logging or checkpointing but not the trained weights: not in the keys.
+_NOT_IN_KEY = frozenset({"logging_steps", "save_steps", "save_total_limit", "disable_tqdm"})
+
+
+def make_cell(
+    cfg: ExperimentConfig,
+    inputs: Inputs,
+    specs: dict[str, InoculationSpec | None],
+    dynamics: dict[str, MonitorPlan],
+    condition: str,
+    seed: int,
+) -> Cell:
+    """A cell with its fully resolved config and both cache keys (the cell's, and its training's)."""
+    spec = spec_dump(specs[condition])
+    keyed_train = {k: v for k, v in inputs.train_config.items() if k not in _NOT_IN_KEY}
+    train_part: dict[str, Any] = {"transform": spec, "train": keyed_train, "seed": seed}
+    if condition in dynamics:  # only monitored cells: the others' keys stay as without the block
+        train_part["dynamics"] = dynamics[condition].key()
+    rest = {
+        "experiment": cfg.name,
+        "condition": condition,
+        "sampling": {**cfg.sampling.model_dump(), "seed": seed},
+        "generation": _redact(cfg.generation.model_dump()),
+        "eval_prompts": inputs.eval_prompts,
+        "metrics": {name: list(v) for name, v in cfg.metrics().items()},
+    }
+    key = cell_key({**train_part, **rest}, inputs.data_hashes, inputs.model_identity)
+    train_key = cell_key(train_part, {"train": inputs.data_hashes["train"]}, inputs.model_identity)
+    config = {
+        **rest,
+        "seed": seed,
+        "model": inputs.model_identity,
+        **train_part,
+        "train": inputs.train_config,
+    }
+    return Cell(condition=condition, seed=seed, config=config, key=key, train_key=train_key)
+
+
+# --- evaluation sets ------------------------------------------------------------------------------------
+
+
+def _eval_key(eval_prompts: dict[str, str | None], condition: str, eval_prompt: str) -> tuple[str, str]:
+    """A fixed eval prompt's set is shared by every condition; `@condition`'s is the condition's own."""
+    return (condition if eval_prompts[eval_prompt] == CONDITION_REF else "", eval_prompt)
+
+
+def _without_completion(ex: ChatExample) -> ChatExample:
+    msgs = list(ex.messages)
+    if msgs and msgs[-1].role == "assistant":
+        msgs = msgs[:-1]
+    return ChatExample(id=ex.id, messages=msgs, metadata=ex.metadata)
+
+
+def _with_system(ex: ChatExample, system: str | None) -> ChatExample:
+    msgs = [m for m in ex.messages if m.role != "system"]
+    if system is not None:
+        msgs = [Message(role="system", content=system), *msgs]
+    return ChatExample(id=ex.id, messages=msgs, metadata=ex.metadata)
+
+
+def inoculation_texts(specs: dict[str, InoculationSpec | None]) -> list[str]:
+    """Every inoculation text of every condition: none may survive into a neutralized eval set."""
+
+    texts: list[str] = []
+    for spec in specs.values():
+        if spec is not None:
+            texts += [t for t in resolve_prompts(spec) if t not in texts]
+    return texts
+
+
+def build_eval_set(
+    inputs: Inputs, specs: dict[str, InoculationSpec | None], condition: str, eval_prompt: str
+) -> list[ChatExample]:
+    """The prompts a cell is evaluated on under one eval prompt.
+
+    A fixed eval prompt: the eval set neutralized (system prompts removed, inoculation text removed
+    from user turns, refusing on any leak), then the eval prompt set as system prompt. `@condition`:
+    the eval set as given with the condition's transform applied to every row (selectors dropped),
+    i.e. the prompt the condition trained with.
+    """
+
+    value = inputs.eval_prompts[eval_prompt]
+    questions = [_without_completion(ex) for ex in inputs.eval_examples]
+    if value == CONDITION_REF:
+        spec = specs[condition]
+        if spec is None:
+            return questions
+        every_row = spec.model_copy(update={"where": None, "regex": None, "fraction": None})
+        return apply_inoculation(questions, every_row, source=f"eval set ({eval_prompt})")[0]
+    texts = inoculation_texts(specs)
+    if texts:
+        questions = neutralize(questions, texts, mode="remove", source=f"eval set ({eval_prompt})")
+        questions = [
+            ChatExample(
+                id=q.id,
+                messages=q.messages,
+                metadata={k: v for k, v in q.metadata.items() if k != "neutralized"},
+            )
+            for q in questions
+        ]
+    return [_with_system(q, value) for q in questions]
+
+
+# --- the base model's evaluation ------------------------------------------------------------------------
+
+
+def base_plan(
+    cfg: ExperimentConfig, inputs: Inputs, specs: dict[str, InoculationSpec | None], eval_sets: EvalSets
+) -> BasePlan:
+    """The base model's evaluation sets and cache key."""
+    seed = inputs.seeds[0]
+    prompts: dict[str, list[ChatExample]] = {}
+    labels: dict[str, str] = {}
+    for name, value in inputs.eval_prompts.items():
+        if value == CONDITION_REF:
+            for cond, spec in specs.items():
+                if spec is not None:
+                    stem = f"{name}__{cond}"
+                    prompts[stem] = eval_sets[_eval_key(inputs.eval_prompts, cond, name)]
+                    labels[stem] = f"{name} ({cond})"
+        else:
+            prompts[name] = eval_sets[_eval_key(inputs.eval_prompts, next(iter(specs)), name)]
+            labels[name] = name
+    config = {
+        "model": inputs.model_identity,
+        "sampling": {**cfg.sampling.model_dump(), "seed": seed},
+        "generation": _redact(cfg.generation.model_dump()),
+        "prompts": {k: [ex.to_json() for ex in v] for k, v in prompts.items()},
+        "metrics": {name: list(v) for name, v in cfg.metrics().items()},
+        "organism_table": isinstance(cfg.model, OrganismModel),
+    }
+    return BasePlan(
+        prompts=prompts, labels=labels, key=hash_obj({"config": config, "version": __version__})
+    )
