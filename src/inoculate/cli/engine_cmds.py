@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from pydantic import ValidationError
 
 from inoculate.cli._app import UserError, app, console, handle_errors, plugin_option
+from inoculate.errors import InputError, InputErrors
+from inoculate.formats import read_examples
+from inoculate.generate import KEEP_SYSTEM, SamplingParams, generate_examples, get_backend
+from inoculate.generate.hf import HFBackend
+from inoculate.generate.server import Limits, make_server
+from inoculate.records import write_chat_jsonl
 from inoculate.registry import load_plugins
-
-if TYPE_CHECKING:
-    from inoculate.errors import InputError
-    from inoculate.yamlio import LineMap
+from inoculate.train import TrainConfig, _route_extra, train
+from inoculate.yamlio import LineMap, load_yaml
 
 _TRAIN_HELP = """Fine-tune MODEL on the final assistant turn of each example in DATA (LoRA by default).
 
@@ -51,8 +55,6 @@ def _config_file_errors(loaded: dict[str, Any], lines: LineMap, overridden: set[
     """FILE:LINE: FIELD errors for the `--config` file's own options (those no flag overrides): each
     TrainConfig field checked against its type and range, each other name routed to SFTConfig or
     LoraConfig (unknown names refused). Rules across options are checked with the flags, later."""
-    from inoculate.train import TrainConfig, _route_extra
-
     own = set(TrainConfig.model_fields) - {"extra"}
     mine = {k: v for k, v in loaded.items() if k not in overridden}
     errors: list[InputError] = []
@@ -137,11 +139,6 @@ def train_cmd(
 ) -> None:
     import sys
 
-    from inoculate.errors import InputError, InputErrors
-    from inoculate.formats import read_examples
-    from inoculate.train import TrainConfig, train
-    from inoculate.yamlio import load_yaml
-
     options: dict[str, Any] = {}
     loaded: dict[str, Any] = {}
     lines: LineMap | None = None
@@ -221,10 +218,6 @@ def generate_cmd(
 ) -> None:
     """Sample completions of each row's prompt (any final assistant turn is dropped); write chat
     JSONL, with the sampling parameters and the rendered prompt of each row, for `inoculate score`."""
-    from inoculate.formats import read_examples
-    from inoculate.generate import KEEP_SYSTEM, SamplingParams, generate_examples, get_backend
-    from inoculate.records import write_chat_jsonl
-
     if system is not None and no_system:
         raise UserError("--system and --no-system exclude each other")
     load_plugins(plugin)
@@ -277,8 +270,6 @@ def serve_cmd(
     request_timeout: float = typer.Option(30.0, "--request-timeout", help="Socket timeout, seconds."),
 ) -> None:
     """Serve MODEL over the OpenAI chat-completions API (local use and tests; not for production)."""
-    from inoculate.generate.hf import HFBackend
-    from inoculate.generate.server import Limits, make_server
 
     if (model_arg is None) == (model_opt is None):
         raise UserError("give the model once: as MODEL or as --model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -10,15 +11,18 @@ from rich.table import Table
 
 from inoculate.cli._app import app, console, err_console, handle_errors, plugin_option
 from inoculate.registry import load_plugins
+from inoculate.rundir import RunFolderLocked, RunLock, describe_holder
+
+if TYPE_CHECKING:
+    from inoculate.report import Report
 
 EXIT_EXPECTATION_FAILED = 3
 
 
-def _show(report: object, *, check: bool) -> None:
+def _show(report: Report | None, *, check: bool) -> None:
     """Print the headline table, the verdict counts and where the report is."""
-    from inoculate.report import Report
-
-    assert isinstance(report, Report)
+    if report is None:
+        return
     header, rows = report.headline()
     prompt = report.run.neutral_prompt
     if header:
@@ -53,7 +57,7 @@ def _show(report: object, *, check: bool) -> None:
 
 
 def _run(experiment: object, out: Path | None, seeds: int | None, force: bool, check: bool) -> None:
-    from inoculate.experiment import run_experiment
+    from inoculate.experiment import run_experiment  # lazy: the orchestrator imports torch (4 s)
     from inoculate.experiment.progress import RichProgress
 
     progress = RichProgress(err_console, headline_prompt="neutral")
@@ -96,9 +100,8 @@ def report_cmd(
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
 ) -> None:
     """Regenerate summary.csv, per_seed.csv, report.md and figures/ from a run's stored cell results."""
-    from inoculate.report import write_report
+    from inoculate.report import write_report  # lazy: the report imports scipy and matplotlib (1 s)
     from inoculate.report.load import load_run
-    from inoculate.rundir import RunFolderLocked, RunLock, describe_holder
 
     load_run(run_dir)  # a damaged run folder is refused before anything is written there, the lock included
     # Holds the run lock while writing, so no run starts mid-report; when a run holds it, the report
@@ -135,6 +138,6 @@ def demo_cmd(
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
 ) -> None:
     """Watch inoculation prompting work: Spanish + ALL-CAPS on the built-in model organism, on CPU."""
-    from inoculate.experiment import demo_config
+    from inoculate.experiment import demo_config  # lazy: the orchestrator imports torch (4 s)
 
     _run(demo_config(), out, seeds, force, check)
