@@ -18,6 +18,9 @@ PRESETS: dict[str, OrganismConfig] = {
         max_steps=1000,
         per_device_train_batch_size=32,
         learning_rate=3e-3,
+        # A small chance that an answer shows a trait nobody asked for gives each trait a prior of its own,
+        # apart from the prompt: without it the demo's outcome hung on the CPU kernel (see docs/organism.md).
+        mix=Stage1Mix(spontaneous=0.02),
     ),
     # For unit tests: seconds to build; follows prompts only roughly.
     "tiny": OrganismConfig(
@@ -36,7 +39,7 @@ PRESETS: dict[str, OrganismConfig] = {
 STAGE2: dict[str, dict[str, Any]] = {
     "demo": {
         "use_peft": False,
-        "learning_rate": 1e-3,
+        "learning_rate": 5e-4,
         "max_steps": 30,
         "per_device_train_batch_size": 16,
         "lr_scheduler_type": "cosine",
