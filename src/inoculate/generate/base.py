@@ -35,10 +35,27 @@ class SamplingParams(BaseModel):
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One token with its log-probability under the model's own next-token distribution (the
+    log-softmax of the raw logits, before temperature or top-p), as OpenAI's `logprobs` reports.
+
+    `token` is the token's text alone; `raw` its bytes (a byte-level token that is only part of a
+    UTF-8 character shows those bytes as `\\xNN` escapes in `token`). `top` holds the most likely
+    tokens at that position, most likely first (empty unless asked for)."""
+
+    token: str
+    raw: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     finish_reason: str  # "stop" (end of turn or a stop string) or "length"
     n_tokens: int | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """One entry per token of `text` when the backend was asked for logprobs, else None."""
 
 
 class _Keep:

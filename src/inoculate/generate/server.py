@@ -10,6 +10,11 @@ Several PEFT adapters can be served over one base model by name (`--lora-module 
 `--lora-modules`): the request's `model` picks one. Requests are bounded (`Limits`: body size, `n`,
 `max_tokens`, socket timeout), and every malformed request gets a 4xx JSON error, never a dropped
 connection or a 200.
+
+`logprobs: true` (with `top_logprobs`, 0 to 20) adds OpenAI's `choices[i].logprobs.content`: per
+generated token its text, bytes, log-probability and the most likely tokens at that position, all
+under the model's own distribution (log-softmax of the raw logits, before temperature and top-p, as
+OpenAI reports), so the served model can be a logprob-reading judge. Without it `logprobs` is null.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inoculate.generate.base import SamplingParams, sample_seed
+from inoculate.generate.base import SamplingParams, TokenLogprob, sample_seed
 from inoculate.generate.hf import HFBackend
 from inoculate.models import is_adapter_dir
 from inoculate.records import Message
@@ -58,6 +63,8 @@ class Limits:
 
 _ROLES = ("system", "user", "assistant")
 _MAX_SEED = 1 << 64
+MAX_TOP_LOGPROBS = 20
+"""OpenAI's cap on `top_logprobs`."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -110,6 +117,36 @@ def _messages(raw: Any) -> list[Message]:
             raise _BadRequest(400, f"messages[{i}].content: expected a string")
         out.append(Message(role=role, content=content))
     return out
+
+
+def _top_logprobs(body: dict[str, Any]) -> int | None:
+    """None when no logprobs are asked for, else how many alternatives each token gets (0 to 20)."""
+    want = body.get("logprobs")
+    if want is not None and not isinstance(want, bool):
+        raise _BadRequest(400, f"logprobs: expected a boolean, got {json.dumps(want)[:40]}")
+    top = _integer(body, "top_logprobs")
+    if top is not None and not want:
+        raise _BadRequest(400, "top_logprobs: only allowed when logprobs is true")
+    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise _BadRequest(400, f"top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}")
+    return (top or 0) if want else None
+
+
+def _logprob(x: float) -> float:
+    return x if math.isfinite(x) else -9999.0  # OpenAI's floor; JSON has no -Infinity
+
+
+def _token_json(t: TokenLogprob) -> dict[str, Any]:
+    return {"token": t.token, "logprob": _logprob(t.logprob), "bytes": list(t.raw)}
+
+
+def _logprobs_json(entries: tuple[TokenLogprob, ...] | None) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+    return {
+        "content": [{**_token_json(t), "top_logprobs": [_token_json(a) for a in t.top]} for t in entries],
+        "refusal": None,
+    }
 
 
 def _parse(body: dict[str, Any], limits: Limits) -> tuple[list[Message], SamplingParams]:
@@ -307,14 +344,16 @@ def make_server(
                 if model not in names:
                     raise _BadRequest(404, f"model {model!r} is not served here; known: {', '.join(names)}")
                 messages, params = _parse(body, limits)
+                top = _top_logprobs(body)
                 seeds = [params.seed if i == 0 else sample_seed(params.seed, "", i) for i in range(params.n)]
                 adapter = None if model == served else model
+                prompts = [messages] * params.n
                 with lock:
                     if adapter_set is not None:
                         with adapter_set.activate(adapter):
-                            completions = backend.sample([messages] * params.n, seeds, params)
+                            completions = backend.sample(prompts, seeds, params, top_logprobs=top)
                     else:
-                        completions = backend.sample([messages] * params.n, seeds, params)
+                        completions = backend.sample(prompts, seeds, params, top_logprobs=top)
             except _BadRequest as e:
                 self._error(e.status, str(e))
                 return
@@ -334,6 +373,7 @@ def make_server(
                             "index": i,
                             "message": {"role": "assistant", "content": c.text},
                             "finish_reason": c.finish_reason,
+                            "logprobs": _logprobs_json(c.logprobs),
                         }
                         for i, c in enumerate(completions)
                     ],
