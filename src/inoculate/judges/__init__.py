@@ -1,2 +1,68 @@
 """LLM judges: an OpenAI-compatible endpoint, a prompt template and a scoring rule, usable wherever a scorer
-is (the emergent-misalignment metrics of Betley et al. and Tan et al. need them)."""
+is (the emergent-misalignment metrics of Betley et al. and Tan et al. need them).
+
+- `kinds`: how a response becomes a number (`score_0_100`, `yes_no`, `sampled`) -> `JudgeOutcome`.
+- `judge`: `Judge` (the judges-file entry), the judges registry, `load_judges_file`, and the scorer
+  family `judge:NAME` (registered when this package is imported).
+- `client` / `cache`: the concurrent, retrying endpoint client and its request-hash SQLite cache.
+
+See docs/judges.md.
+"""
+
+from inoculate.judges.cache import JudgeCache
+from inoculate.judges.client import CallResult, EndpointConfig, JudgeClient
+from inoculate.judges.judge import (
+    ENTRY_POINT_GROUP,
+    Judge,
+    get_judge,
+    judge_factory,
+    judge_scorer,
+    list_judges,
+    load_judges_file,
+    parse_judges,
+    question_text,
+    register_judge,
+    unregister_judge,
+)
+from inoculate.judges.kinds import (
+    KINDS,
+    MIN_MASS,
+    TOP_LOGPROBS,
+    JudgeError,
+    JudgeOutcome,
+    integer_token,
+    parse_sample,
+    request_body,
+    sampled,
+    score_0_100,
+    yes_no,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "KINDS",
+    "MIN_MASS",
+    "TOP_LOGPROBS",
+    "CallResult",
+    "EndpointConfig",
+    "Judge",
+    "JudgeCache",
+    "JudgeClient",
+    "JudgeError",
+    "JudgeOutcome",
+    "get_judge",
+    "integer_token",
+    "judge_factory",
+    "judge_scorer",
+    "list_judges",
+    "load_judges_file",
+    "parse_judges",
+    "parse_sample",
+    "question_text",
+    "register_judge",
+    "request_body",
+    "sampled",
+    "score_0_100",
+    "unregister_judge",
+    "yes_no",
+]

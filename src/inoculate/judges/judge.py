@@ -1,0 +1,412 @@
+"""A judge: an endpoint, a prompt template and a kind; a registry of judges; judges files; the scorer adapter.
+
+`Judge` is what a judges YAML declares (its fields are the YAML keys). `Judge.requests` renders one
+chat-completions body per (question, answer); `Judge.judge` sends them through a client (anything with
+`complete(bodies) -> list` of results carrying `response`, `error`, `cached`, such as `JudgeClient`)
+and reads each response with the kind's rule (`kinds.py`).
+
+Judges are registered by name (`register_judge`, `load_judges_file(path, register=True)`, the
+`@judge_factory` decorator, or installed plugins declaring an `inoculate.judges` entry point), and the
+scorer family `judge:NAME` makes a registered judge usable wherever a scorer is. Scorers return values in
+[0, 1] or NaN, so a judge on the 0..100 scale is divided by 100 there; see docs/judges.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from inoculate.errors import InputError, InputErrors
+from inoculate.judges.client import EndpointConfig, JudgeClient
+from inoculate.judges.kinds import (
+    JudgeError,
+    JudgeOutcome,
+    Kind,
+    Scale,
+    outcome,
+    request_body,
+)
+from inoculate.registry import Registry
+from inoculate.scorers.registry import Scorer, ScorerError, scorer
+from inoculate.yamlio import LineMap, load_yaml
+
+ENTRY_POINT_GROUP = "inoculate.judges"
+SLOTS = ("question", "answer")
+_SLOT = re.compile(r"\{(question|answer)\}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+class CallResultLike(Protocol):
+    response: dict[str, Any] | None
+    error: str | None
+    cached: bool
+
+
+class ClientLike(Protocol):
+    """What `Judge.judge` needs of a client: `JudgeClient`, or a fake in tests. `complete` may be async
+    (`ajudge` prefers an `acomplete` when the client has one)."""
+
+    def complete(self, bodies: list[dict[str, Any]]) -> Any: ...
+
+
+class Judge(BaseModel):
+    """One judge, as a judges YAML declares it.
+
+    - `template`: the prompt; `{answer}` (required) and `{question}` (optional) are filled in, and
+      every other brace is left as written (no `str.format`, so JSON or code in a prompt is safe).
+    - `kind`: `score_0_100`, `yes_no` or `sampled` (see `kinds.py`).
+    - `scale`: what a `sampled` judge reads from each sample, `0_100` (default) or `yes_no`; the
+      logprob kinds imply theirs (giving a different one is refused).
+    - `samples`: how many answers a `sampled` judge draws per item (`n` in the request).
+    - `seed`: sent as the request's `seed` (None sends none).
+    - `temperature`: None means the kind's own: 0 for the logprob kinds, 1 for `sampled`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    endpoint: EndpointConfig
+    template: str
+    kind: Kind
+    scale: Scale | None = None
+    samples: int = Field(5, ge=1, le=128)
+    seed: int | None = 0
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError(
+                f"judge name {v!r}: letters, digits, '_', '.', '-' only, starting with a letter or digit "
+                "(it is used as `judge:NAME`)"
+            )
+        return v
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if "{answer}" not in v:
+            raise ValueError(
+                "the template has no {answer} slot: the judge would never see the answer it judges "
+                "(write {answer} where it goes; {question} is optional)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _scale_fits(self) -> Judge:
+        implied = {"score_0_100": "0_100", "yes_no": "yes_no"}.get(self.kind)
+        if implied is not None and self.scale not in (None, implied):
+            raise ValueError(f"a {self.kind} judge reads the {implied} scale; drop `scale: {self.scale}`")
+        return self
+
+    # ---------------------------------------------------------------- asking
+
+    @property
+    def answer_scale(self) -> Scale:
+        """`0_100` (values 0..100) or `yes_no` (values 0..1)."""
+        if self.kind == "score_0_100":
+            return "0_100"
+        if self.kind == "yes_no":
+            return "yes_no"
+        return self.scale or "0_100"
+
+    @property
+    def source(self) -> str:
+        """How errors name this judge's endpoint."""
+        return f"judge {self.name!r} at {self.endpoint.base_url} (model {self.endpoint.model})"
+
+    def render(self, question: str, answer: str) -> str:
+        """The template with `{question}` and `{answer}` filled in, in one pass (an answer that
+        contains the text `{question}` stays as written)."""
+        values = {"question": question, "answer": answer}
+        return _SLOT.sub(lambda m: values[m.group(1)], self.template)
+
+    def requests(self, questions: Sequence[str], answers: Sequence[str]) -> list[dict[str, Any]]:
+        """One chat-completions body per (question, answer)."""
+        _same_length(questions, answers)
+        return [
+            request_body(
+                self.kind,
+                self.render(q, a),
+                samples=self.samples,
+                temperature=self.temperature,
+                seed=self.seed,
+            )
+            for q, a in zip(questions, answers, strict=True)
+        ]
+
+    def read(self, results: Sequence[Any]) -> list[JudgeOutcome]:
+        """Outcomes from the client's results. A failed call is NaN with the error as its reason;
+        every call failing raises `JudgeError` (a wrong URL or key stops a run, not fills it with NaN)."""
+        out: list[JudgeOutcome] = []
+        failures = 0
+        for result in results:
+            error = getattr(result, "error", None)
+            response = getattr(result, "response", None)
+            if error is not None or response is None:
+                failures += 1
+                why = error if error is not None else "no response"
+                out.append(JudgeOutcome(math.nan, f"call failed: {why}", self.kind))
+                continue
+            out.append(outcome(self.kind, response, scale=self.answer_scale, source=self.source))
+        if results and failures == len(results):
+            raise JudgeError(f"{self.source}: every call failed; the first: {out[0].reason}")
+        return out
+
+    def judge(
+        self, questions: Sequence[str], answers: Sequence[str], client: ClientLike
+    ) -> list[JudgeOutcome]:
+        """Judge each (question, answer): render, send through `client`, read with the kind's rule."""
+        bodies = self.requests(questions, answers)
+        if not bodies:
+            return []
+        results = client.complete(bodies)
+        if inspect.isawaitable(results):
+            results = _run(results)
+        return self.read(_check_count(self, results, len(bodies)))
+
+    async def ajudge(
+        self, questions: Sequence[str], answers: Sequence[str], client: ClientLike
+    ) -> list[JudgeOutcome]:
+        """`judge` from inside a running event loop (awaits an async `complete`)."""
+        bodies = self.requests(questions, answers)
+        if not bodies:
+            return []
+        acomplete = getattr(client, "acomplete", None)
+        results = acomplete(bodies) if acomplete is not None else client.complete(bodies)
+        if inspect.isawaitable(results):
+            results = await results
+        return self.read(_check_count(self, results, len(bodies)))
+
+
+def _same_length(questions: Sequence[str], answers: Sequence[str]) -> None:
+    if isinstance(questions, str) or isinstance(answers, str):
+        raise JudgeError("questions and answers are lists of strings, not one string")
+    if len(questions) != len(answers):
+        raise JudgeError(f"{len(questions)} questions but {len(answers)} answers")
+
+
+def _check_count(judge: Judge, results: Any, n: int) -> list[Any]:
+    results = list(results)
+    if len(results) != n:
+        raise JudgeError(f"{judge.source}: the client returned {len(results)} results for {n} requests")
+    return results
+
+
+def _run(awaitable: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(awaitable))
+    raise JudgeError("Judge.judge was called inside a running event loop; await Judge.ajudge instead")
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+# ---------------------------------------------------------------- the registry
+
+JudgeFactory = Callable[[], Judge]
+_JUDGES: Registry[Judge | JudgeFactory] = Registry(
+    "judge",
+    ENTRY_POINT_GROUP,
+    error=JudgeError,
+    unknown="unknown {kind} {name!r}; known: {known} (load a judges file, or register one)",
+    on_conflict="error",
+)
+
+
+def register_judge(judge: Judge, *, replace: bool = False) -> Judge:
+    """Register `judge` under its name. Registering an equal judge again is a no-op; a different one
+    under a taken name is refused unless `replace`."""
+    if replace:
+        _JUDGES.remove(judge.name)
+    _JUDGES.add(judge.name, judge, description=judge.description or f"{judge.kind} judge")
+    return judge
+
+
+def judge_factory(name: str, *, description: str = "") -> Callable[[JudgeFactory], JudgeFactory]:
+    """Decorator: register a `() -> Judge` factory under `name` (what an `inoculate.judges` plugin uses)."""
+    return _JUDGES.register(name, description=description)
+
+
+def unregister_judge(name: str) -> None:
+    _JUDGES.remove(name)
+
+
+def get_judge(name: str) -> Judge:
+    """The judge registered as `name` (a factory is called)."""
+    made = _JUDGES.get(name)
+    if not isinstance(made, Judge):
+        made = made()
+        if not isinstance(made, Judge):
+            raise JudgeError(f"judge factory {name!r} returned {type(made).__name__}, not a Judge")
+    return made
+
+
+def list_judges() -> list[str]:
+    """Every registered judge name (plugins included), sorted."""
+    return _JUDGES.names()
+
+
+# ---------------------------------------------------------------- judges files
+
+_FILE_KEYS = ("endpoints", "judges")
+_ENDPOINT = TypeAdapter(EndpointConfig)
+
+
+def load_judges_file(path: str | os.PathLike[str], *, register: bool = False) -> dict[str, Judge]:
+    """Read a judges YAML: name -> `Judge`, with every problem reported as FILE:LINE: FIELD.
+
+    Shape: an optional `endpoints:` mapping (name -> endpoint fields) and a `judges:` mapping (name ->
+    judge fields, the name coming from the key), where a judge's `endpoint` is an endpoints name or an
+    inline mapping. `register=True` also registers every judge (see `register_judge`).
+    """
+    data, lines = load_yaml(path)
+    judges = parse_judges(data, lines)
+    if register:
+        for judge in judges.values():
+            register_judge(judge)
+    return judges
+
+
+def parse_judges(data: Any, lines: LineMap) -> dict[str, Judge]:
+    """Validate parsed judges-file data (see `load_judges_file`); raises `InputErrors` with them all."""
+    if not isinstance(data, Mapping):
+        raise InputErrors([lines.error((), "a judges file is a mapping with `judges:` (and `endpoints:`)")])
+    errors: list[InputError] = [
+        lines.error((key,), f"unknown field (a judges file has {', '.join(_FILE_KEYS)})")
+        for key in data
+        if key not in _FILE_KEYS
+    ]
+    endpoints = _parse_endpoints(data.get("endpoints"), lines, errors)
+    raw = data.get("judges")
+    if not isinstance(raw, Mapping) or not raw:
+        errors.append(lines.error(("judges",), "expected a mapping of judge name -> judge fields"))
+        raise InputErrors(errors)
+    judges: dict[str, Judge] = {}
+    for name, fields in raw.items():
+        where = ("judges", str(name))
+        if not isinstance(fields, Mapping):
+            errors.append(lines.error(where, "expected a mapping of judge fields (endpoint, template, kind)"))
+            continue
+        fields = dict(fields)
+        if "name" in fields and fields["name"] != name:
+            errors.append(lines.error((*where, "name"), f"differs from the key {name!r}; drop it"))
+            continue
+        fields["name"] = str(name)
+        ref = fields.get("endpoint")
+        if isinstance(ref, str):
+            if ref not in endpoints:
+                known = ", ".join(sorted(endpoints)) or "none defined"
+                errors.append(lines.error((*where, "endpoint"), f"unknown endpoint {ref!r} ({known})"))
+                continue
+            fields["endpoint"] = endpoints[ref]
+        try:
+            judges[str(name)] = Judge.model_validate(fields)
+        except ValidationError as e:
+            errors.extend(_strip_value_error(lines.from_validation(e, prefix=where)))
+    if errors:
+        raise InputErrors(sorted(errors, key=lambda e: e.line))
+    return judges
+
+
+def _parse_endpoints(raw: Any, lines: LineMap, errors: list[InputError]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        errors.append(lines.error(("endpoints",), "expected a mapping of endpoint name -> endpoint fields"))
+        return {}
+    out: dict[str, Any] = {}
+    for name, fields in raw.items():
+        try:
+            out[str(name)] = _ENDPOINT.validate_python(fields)
+        except ValidationError as e:
+            errors.extend(_strip_value_error(lines.from_validation(e, prefix=("endpoints", str(name)))))
+    return out
+
+
+def _strip_value_error(errors: list[InputError]) -> list[InputError]:
+    return [
+        InputError(e.file, e.line, e.field, e.message.removeprefix("Value error, "), e.hint) for e in errors
+    ]
+
+
+# ---------------------------------------------------------------- the scorer adapter
+
+
+def make_client(judge: Judge) -> ClientLike:
+    """The client a `judge:NAME` scorer uses: a `JudgeClient` on the judge's endpoint, no cache."""
+    return JudgeClient(judge.endpoint)
+
+
+_LAST_ROLE = re.compile(r"^(system|user|assistant|tool): ", re.MULTILINE)
+
+
+def question_text(prompt: str) -> str:
+    """The question a judge sees for a scorer's prompt: the last user turn.
+
+    Scorers get a lone user turn as its bare text and longer prompts as a `role: content` transcript
+    (`scorers.render_prompt`); from a transcript the content of the last `user:` block is taken.
+    """
+    if not re.match(r"(system|user|assistant|tool): ", prompt):
+        return prompt
+    blocks = re.split(r"\n\n(?=(?:system|user|assistant|tool): )", prompt)
+    users = [b for b in blocks if b.startswith("user: ")]
+    return users[-1].removeprefix("user: ") if users else prompt
+
+
+def judge_scorer(judge: Judge, client: ClientLike | None = None) -> Scorer:
+    """`judge` as a bounded `Scorer` named `judge:NAME`: the prompt's last user turn is the question,
+    the completion the answer; 0..100 judges are divided by 100, NaN stays NaN. Without `client`, one
+    is made (`make_client`) on the first batch and reused."""
+    held: dict[str, ClientLike] = {}
+    divide = 100.0 if judge.answer_scale == "0_100" else 1.0
+
+    def batch(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        c = client if client is not None else held.get("client")
+        if c is None:
+            c = held["client"] = make_client(judge)
+        outcomes = judge.judge([question_text(p) for p in prompts], list(completions), c)
+        return [o.value / divide for o in outcomes]
+
+    def one(prompt: str, completion: str) -> float:
+        return batch([prompt], [completion])[0]
+
+    scale = "0..100 divided by 100" if divide == 100.0 else "0..1"
+    return Scorer(
+        fn=one,
+        batch_fn=batch,
+        name=f"judge:{judge.name}",
+        description=judge.description or f"{judge.kind} judge ({scale})",
+        bounded=True,
+    )
+
+
+@scorer("judge", description="an LLM judge by name, judge:NAME (0..100 judges divided by 100)")
+def _judge_scorer_family(arg: str | None) -> Scorer:
+    if not arg:
+        known = ", ".join(list_judges()) or "none registered"
+        raise ScorerError(f"judge needs a judge name: judge:NAME (registered: {known})")
+    try:
+        return judge_scorer(get_judge(arg.strip()))
+    except JudgeError as e:
+        raise ScorerError(str(e)) from e
