@@ -170,6 +170,9 @@ class CellMetrics(_Record):
     timings_s: dict[str, float] = Field(default_factory=dict)
     dynamics: dict[str, Any] | None = None
     """The learning-dynamics summary of a monitored cell."""
+    judges: dict[str, dict[str, Any]] | None = None
+    """Judge name -> what its client did for this cell's evaluation: `kind`, `requests`, `calls`,
+    `cache_hits`, `failures`, `prompt_tokens`, `completion_tokens`, ... (`judges.ClientStats`)."""
 
 
 class BaseRow(BaseModel):

@@ -22,6 +22,7 @@ from inoculate.experiment.monitor import cell_summary, surface_warnings
 from inoculate.experiment.plan import Plan, rel_to
 from inoculate.fileio import write_jsonl_atomic, write_text_atomic
 from inoculate.generate import SamplingParams, get_backend
+from inoculate.judges import JudgeError, active_clients, add_stats, get_judge
 from inoculate.records import ChatExample
 from inoculate.rundir import (
     BASE_DIR,
@@ -83,6 +84,7 @@ def run_cell(
     timings["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    judges_before = judge_stats()
     prompts = {name: plan.eval_set(cell.condition, name) for name in plan.eval_prompts}
     # The trained weights are read from this cell's folder, not from the paths `train_result.json`
     # recorded when they were trained: a copied or moved run folder evaluates its own adapter.
@@ -114,6 +116,9 @@ def run_cell(
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
+    judged = judge_stats_since(judges_before)
+    if judged:
+        summary["judges"] = judged
     if monitor is not None:
         summary["dynamics"] = cell_summary(
             monitor, cell_dir / DYNAMICS_FILE, max_steps=tc.max_steps, global_step=result.global_step
@@ -154,6 +159,29 @@ def evaluate(
         write_jsonl_atomic(out_dir / "scores" / f"{name}.jsonl", rows)
         results[name] = means
     return results
+
+
+def judge_stats() -> dict[str, Any]:
+    """The run's judge clients' counters now (judge name -> `ClientStats`); empty outside a run."""
+    clients = active_clients()
+    return {} if clients is None else clients.stats()
+
+
+def judge_stats_since(before: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What each judge's client did since `before`, with the judge's kind: metrics.json's `judges`."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, now in judge_stats().items():
+        delta = add_stats(now, before[name], sign=-1) if name in before else now
+        if delta.requests == 0:
+            continue
+        row: dict[str, Any] = delta.model_dump()
+        row["seconds"] = round(row["seconds"], 3)
+        try:
+            row["kind"] = get_judge(name).kind
+        except JudgeError:
+            row["kind"] = None
+        out[name] = row
+    return out
 
 
 def _portable(g: ChatExample, root: Path | None) -> dict[str, Any]:

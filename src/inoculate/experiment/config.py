@@ -76,6 +76,7 @@ RESERVED_NAMES = frozenset(
         "summary.csv",
         "per_seed.csv",
         "report.md",
+        "judge_cache.sqlite",
     }
 )
 """Top-level names of the run folder; a condition (a folder there) may not take one (any case)."""
@@ -87,6 +88,7 @@ MAX_SEED_VALUE = 2**32 - 1
 MAX_SAMPLES = 1000
 MAX_NEW_TOKENS = 32768
 MAX_ORGANISM_EXAMPLES = 1_000_000
+
 
 def _at_most(limit: int, why: str) -> AfterValidator:
     def check(v: int) -> int:
@@ -155,9 +157,43 @@ def _str_or_dict(v: Any) -> str | None:
     return None
 
 
+class SourceData(_Strict):
+    """`{source: SOURCE}`: a source `inoculate.datasource` fetches and verifies: `{hf: ORG/NAME,
+    revision: <40-hex commit>, split: NAME}`, `{url: URL, sha256: <64-hex>}` or `{path: FILE}`
+    (checked by `datasource.parse_source` at load)."""
+
+    source: Any
+
+
+class EMQuestionsData(_Strict):
+    """`{em_questions: FILE, variants: [plain], samples_per_paraphrase: N}`: an evaluation set from a
+    question file in the published emergent-misalignment format (`inoculate.judges.questions`): one
+    prompt-only row per paraphrase (with the question's system prompt when it has one), repeated
+    `samples_per_paraphrase` times (default: the file's own count)."""
+
+    em_questions: str
+    variants: list[Literal["plain", "json", "template"]] = Field(
+        default_factory=lambda: ["plain"], min_length=1
+    )
+    samples_per_paraphrase: Annotated[
+        int | None,
+        Field(ge=1),
+        AfterValidator(lambda v: v if v is None or v <= MAX_SAMPLES else _too_many(v)),
+    ] = None
+
+
+def _too_many(v: int) -> int:
+    raise ValueError(f"{v} is too large: at most {MAX_SAMPLES:,} (every sample is held in memory)")
+
+
 def _data_kind(v: Any) -> str | None:
-    if isinstance(v, dict) and "organism" not in v and "path" in v:
-        return "file"
+    if isinstance(v, dict) and "organism" not in v:
+        if "source" in v:
+            return "source"
+        if "em_questions" in v:
+            return "em"
+        if "path" in v:
+            return "file"
     return _str_or_dict(v)
 
 
@@ -170,12 +206,17 @@ ModelSource = Annotated[
     ),
 ]
 DataSource = Annotated[
-    Annotated[str, Tag("path")] | Annotated[FileData, Tag("file")] | Annotated[OrganismData, Tag("organism")],
+    Annotated[str, Tag("path")]
+    | Annotated[FileData, Tag("file")]
+    | Annotated[SourceData, Tag("source")]
+    | Annotated[EMQuestionsData, Tag("em")]
+    | Annotated[OrganismData, Tag("organism")],
     Discriminator(
         _data_kind,
         custom_error_type="data_source",
         custom_error_message=(
-            "expected a file or dataset path, {path: PATH, split: NAME}, or {organism: {setting: NAME, n: N}}"
+            "expected a file or dataset path, {path: PATH, split: NAME}, {source: {hf: ..., revision: ...}}, "
+            "{em_questions: FILE} (eval only), or {organism: {setting: NAME, n: N}}"
         ),
     ),
 ]
@@ -310,6 +351,23 @@ class DynamicsBlock(_Strict):
         return v
 
 
+class JudgesBlock(_Strict):
+    """The `judges:` block: a judges file inline (`endpoints:`, `judges:`; see docs/judges.md, parsed
+    by `inoculate.judges.parse_judges` at load and registered for the run, so `judge:NAME` and
+    `misaligned:ALIGN,COHERENCE[,RULE]` traits resolve), and `cache`: the judge cache's path (default
+    `<run folder>/judge_cache.sqlite`; relative to the YAML's folder)."""
+
+    endpoints: dict[str, Any] = Field(default_factory=dict)
+    judges: dict[str, Any] = Field(min_length=1)
+    cache: str | None = None
+
+    def file_data(self) -> dict[str, Any]:
+        return {"endpoints": self.endpoints, "judges": self.judges}
+
+
+JUDGE_CACHE_FILE = "judge_cache.sqlite"
+
+
 class ExperimentConfig(_Strict):
     name: str
     description: str = ""
@@ -335,6 +393,8 @@ class ExperimentConfig(_Strict):
     """Prompt screening before training: adds the screened condition(s)."""
     dynamics: DynamicsBlock | None = None
     """The learning-dynamics monitor on conditions' training (`inoculate.experiment.monitor`)."""
+    judges: JudgesBlock | None = None
+    """LLM judges for `judge:NAME` / `misaligned:...` metrics, and their cache."""
 
     _lines: LineMap = PrivateAttr()
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -459,6 +519,19 @@ class ExperimentConfig(_Strict):
         if text is None:
             raise ValueError(f"{value!r} resolves to an empty prompt")
         return text
+
+    def uses_judges(self) -> bool:
+        """A metric is scored by an LLM judge (`judge:` or `misaligned:`)."""
+        return self.judges is not None or any(
+            spec.split(":", 1)[0].strip() in ("judge", "misaligned")
+            for _kind, spec in self.metrics().values()
+        )
+
+    def judge_cache_path(self, root: Path) -> Path:
+        """The run's judge cache: the `judges.cache` path, else `<root>/judge_cache.sqlite`."""
+        if self.judges is not None and self.judges.cache:
+            return self.data_path(self.judges.cache)
+        return root / JUDGE_CACHE_FILE
 
     def data_path(self, value: str) -> Path:
         p = Path(os.path.expanduser(value))

@@ -12,11 +12,14 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from inoculate.datasource import parse_source
 from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.config import (
     RESERVED_NAMES,
+    EMQuestionsData,
     ExperimentConfig,
     FileData,
+    SourceData,
     bad_name,
     screened_conditions,
 )
@@ -24,6 +27,8 @@ from inoculate.experiment.monitor import dynamics_errors
 from inoculate.experiment.plugins import load_experiment_plugins
 from inoculate.experiment.screening import screen_errors
 from inoculate.generate.base import INTERNAL_OPTIONS, backend_class, backend_options
+from inoculate.judges import parse_judges, register_judge
+from inoculate.judges.questions import load_question_set
 from inoculate.report.expect import DEFAULT_EVAL_PROMPT, parse_rule, split_target
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import ScorerError, get_scorer
@@ -32,7 +37,6 @@ from inoculate.yamlio import LineMap, load_yaml
 
 _HUB_ID = re.compile(r"(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+")
 """A Hugging Face hub id `org/name` (allowed without checking the hub: no network at load)."""
-
 
 
 def parse_experiment(
@@ -60,11 +64,35 @@ def parse_experiment(
     cfg._lines = lines
     cfg._base_dir = Path(base_dir)
     cfg._invalid = invalid
+    judges = register_experiment_judges(cfg)
+    if judges and not check:
+        raise InputErrors(judges)
     if check:
-        errors = field_errors + semantic_errors(cfg)
+        errors = field_errors + judges + semantic_errors(cfg)
         if errors:
             raise InputErrors(errors)
     return cfg
+
+
+def register_experiment_judges(cfg: ExperimentConfig) -> list[InputError]:
+    """Parse the `judges:` block (as a judges file, at its lines; template paths relative to the
+    YAML's folder) and register its judges, replacing any of the same name, so that the traits'
+    `judge:NAME` and `misaligned:...` scorers resolve to this experiment's judges."""
+    if cfg.judges is None:
+        return []
+    try:
+        judges = parse_judges(
+            cfg.judges.file_data(),
+            cfg.lines,
+            base_dir=cfg.base_dir,
+            prefix=("judges",),
+            extra_keys=("cache",),
+        )
+    except InputErrors as e:
+        return list(e.errors)
+    for judge in judges.values():
+        register_judge(judge, replace=True)
+    return []
 
 
 _PLACEHOLDER = InoculationSpec(prompt="<invalid>")
@@ -181,6 +209,12 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     for source_name in ("train", "eval"):
         src = getattr(cfg.data, source_name)
         where: tuple[str, ...] = ("data", source_name)
+        if isinstance(src, SourceData):
+            errors.extend(_source_errors(cfg, src, (*where, "source")))
+            continue
+        if isinstance(src, EMQuestionsData):
+            errors.extend(_em_questions_errors(cfg, src, where, source_name))
+            continue
         if isinstance(src, FileData):
             src, where = src.path, (*where, "path")
         if isinstance(src, str):
@@ -193,6 +227,47 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     errors.extend(_condition_folder_errors(cfg))
     errors.extend(_expect_errors(cfg))
     return errors
+
+
+def _source_errors(cfg: ExperimentConfig, src: SourceData, where: tuple[str, ...]) -> list[InputError]:
+    """A `{source: ...}` parses (a hub revision pinned, a URL with its sha256); a path exists."""
+    try:
+        parsed = parse_source(src.source, cfg.lines, where, base=cfg.base_dir)
+    except InputErrors as e:
+        return list(e.errors)
+    if parsed.kind == "path" and not Path(parsed.path).expanduser().exists():
+        return [cfg.lines.error((*where, "path"), f"no such file or folder: {parsed.path}")]
+    if parsed.kind == "hf" and parsed.path_in_repo is not None:
+        return [cfg.lines.error((*where, "path_in_repo"), "not supported in an experiment yet; use split")]
+    return []
+
+
+def _em_questions_errors(
+    cfg: ExperimentConfig, src: EMQuestionsData, where: tuple[str, ...], which: str
+) -> list[InputError]:
+    """An EM question set is an eval set (prompts only), its file reads, and the variants pick one."""
+    if which != "eval":
+        return [
+            cfg.lines.error(where, "em_questions is an evaluation set (prompts only); train on a data file")
+        ]
+    path = cfg.data_path(src.em_questions)
+    at = (*where, "em_questions")
+    if not path.is_file():
+        return [cfg.lines.error(at, f"no such file: {path}")]
+    try:
+        questions = load_question_set(path)
+    except InputErrors as e:
+        return [cfg.lines.error(at, f"cannot read the question set: {e.errors[0]}")]
+    picked = questions.select(list(src.variants))
+    if not len(picked):
+        have = sorted({q.variant for q in questions})
+        return [
+            cfg.lines.error(
+                (*where, "variants"),
+                f"no question of variants {src.variants} in {path.name} (has: {have})",
+            )
+        ]
+    return []
 
 
 def _model_errors(cfg: ExperimentConfig) -> list[InputError]:

@@ -20,13 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from inoculate._version import __version__
+from inoculate.datasource import DataSourceError, fetch_url, parse_source
 from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.cache import cell_key, hash_examples, hash_obj, model_identity
-from inoculate.experiment.config import ExperimentConfig, FileData, OrganismData, OrganismModel
+from inoculate.experiment.config import (
+    EMQuestionsData,
+    ExperimentConfig,
+    FileData,
+    OrganismData,
+    OrganismModel,
+    SourceData,
+)
 from inoculate.experiment.matrix import Cell, cell_order
 from inoculate.experiment.monitor import MonitorPlan, plan_dynamics
 from inoculate.experiment.screening import ScreenInputs
-from inoculate.formats import load_examples
+from inoculate.formats import load_examples, load_hf_dataset
+from inoculate.judges.questions import load_question_set
 from inoculate.records import ChatExample, Message
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import Scorer, get_scorer
@@ -194,6 +203,10 @@ def load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
         split = ref.split or ("train" if which == "train" else "eval")
         return list(organism.make_examples(ref.setting, split, ref.n, ref.seed))
 
+    if isinstance(src, EMQuestionsData):
+        return em_examples(cfg, src)
+    if isinstance(src, SourceData):
+        return source_examples(cfg, src, ("data", which, "source"), require_assistant=which == "train")
     split = None
     if isinstance(src, FileData):
         src, split = src.path, src.split
@@ -201,6 +214,46 @@ def load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
     target = str(path) if path.exists() else src
     kwargs: dict[str, Any] = {} if split is None else {"split": split}
     return load_examples(target, require_assistant=which == "train", **kwargs).examples
+
+
+def em_examples(cfg: ExperimentConfig, src: EMQuestionsData) -> list[ChatExample]:
+    """The prompt-only rows of an EM question set: the chosen variants' questions, one row per
+    paraphrase (with the question's system prompt when it has one), each repeated
+    `samples_per_paraphrase` times (default: the file's own count per question) as rows `ID/k`."""
+    questions = load_question_set(cfg.data_path(src.em_questions)).select(list(src.variants))
+    out: list[ChatExample] = []
+    for q in questions:
+        n = src.samples_per_paraphrase or q.samples_per_paraphrase
+        for ex in q.examples(n):
+            for k in range(n):
+                meta = {**ex.metadata, "sample": k}
+                out.append(ChatExample(id=f"{ex.id}/{k}", messages=list(ex.messages), metadata=meta))
+    return out
+
+
+def source_examples(
+    cfg: ExperimentConfig, src: SourceData, where: tuple[str, ...], *, require_assistant: bool
+) -> list[ChatExample]:
+    """The examples of a `{source: ...}`: a pinned hub dataset, a sha256-verified URL, or a path."""
+    try:
+        lines = cfg.lines
+    except AttributeError:  # a config built in code has no YAML lines
+        lines = None
+    parsed = parse_source(src.source, lines, where, base=cfg.base_dir)
+    try:
+        if parsed.kind == "hf":
+            return load_hf_dataset(
+                parsed.hf, split=parsed.split, revision=parsed.revision, require_assistant=require_assistant
+            ).examples
+        path = fetch_url(parsed) if parsed.kind == "url" else cfg.data_path(parsed.path)
+    except DataSourceError as e:
+        raise InputErrors.one(
+            lines.file if lines else "<experiment>",
+            lines.line(*where) if lines else 0,
+            ".".join(where),
+            str(e),
+        ) from None
+    return load_examples(str(path), require_assistant=require_assistant).examples
 
 
 def _base_model(
@@ -431,6 +484,4 @@ def base_plan(
         "metrics": {name: list(v) for name, v in cfg.metrics().items()},
         "organism_table": isinstance(cfg.model, OrganismModel),
     }
-    return BasePlan(
-        prompts=prompts, labels=labels, key=hash_obj({"config": config, "version": __version__})
-    )
+    return BasePlan(prompts=prompts, labels=labels, key=hash_obj({"config": config, "version": __version__}))

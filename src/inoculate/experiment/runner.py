@@ -26,6 +26,7 @@ files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from inoculate.experiment.matrix import MatrixProgress, MatrixResult, NullProgre
 from inoculate.experiment.plan import Plan, check_conditions, prepare
 from inoculate.experiment.record import experiment_record, write_manifest
 from inoculate.experiment.screening import picked_conditions
+from inoculate.judges import JudgeCache, JudgeClients, use_clients
 from inoculate.report import Report
 from inoculate.report import write_report as _write
 from inoculate.rundir import EXPERIMENT_FILE, claim_run_folder, write_record
@@ -70,7 +72,12 @@ def run_experiment(
     root = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     check_conditions(cfg)  # an empty condition is refused before the run folder is touched
     prog = progress or NullProgress()
-    with claim_run_folder(root) as lock:  # OUT is ours and locked; a killed run's leftovers cleared
+    with contextlib.ExitStack() as stack:
+        lock = stack.enter_context(claim_run_folder(root))  # OUT is ours and locked; leftovers cleared
+        if cfg.uses_judges():  # one cache for every judge of the run: a rerun sends no request again
+            cache = JudgeCache(cfg.judge_cache_path(root))
+            stack.callback(cache.close)
+            stack.enter_context(use_clients(JudgeClients(cache)))
         t0 = time.perf_counter()
         if lock.took_over is not None:
             held = lock.took_over

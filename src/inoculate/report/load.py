@@ -38,6 +38,8 @@ class CellResult:
     train: dict[str, Any] = field(default_factory=dict)
     inoculation: dict[str, Any] | None = None
     """The cell's train.manifest.json (n_rows, n_inoculated, n_replaced_system, ...); None without one."""
+    judges: dict[str, dict[str, Any]] | None = None
+    """Judge name -> its client's counters for this cell's evaluation (metrics.json `judges`)."""
 
     def value(self, eval_prompt: str, metric: str) -> float:
         m = self.eval.get(eval_prompt, {}).get(metric)
@@ -154,6 +156,7 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
                 eval=metrics.eval,
                 train=metrics.train,
                 inoculation=manifest if isinstance(manifest, dict) else None,
+                judges=metrics.judges,
             )
         )
     base_dir = root / BASE_DIR

@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+from inoculate.judges import misaligned_description, parse_misaligned_spec
 from inoculate.report.dynamics import dynamics_section
 from inoculate.report.expect import Verdict, check, parse_rule, split_target
 from inoculate.report.format import fmt, fmt_ci, md_table, quote
@@ -13,6 +14,7 @@ from inoculate.report.load import RunData
 from inoculate.report.screen import screen_section
 from inoculate.report.tables import SummaryRow, lookup
 from inoculate.rundir import CONDITION_REF
+from inoculate.scorers import ScorerError
 
 
 def condition_table(
@@ -231,13 +233,50 @@ def _setup_section(run: RunData) -> str:
         for prompt, info in seen.items():
             if isinstance(info, dict) and "seen" not in info:
                 for cond, sub in info.items():
-                    seen_rows.append(
-                        [f"{prompt} ({cond})", "; ".join(quote(s) for s in sub.get("seen", []))]
-                    )
+                    seen_rows.append([f"{prompt} ({cond})", "; ".join(quote(s) for s in sub.get("seen", []))])
             elif isinstance(info, dict):
                 seen_rows.append([prompt, "; ".join(quote(s) for s in info.get("seen", []))])
         lines.append(md_table(["eval prompt", "system prompt seen"], seen_rows))
     return "\n".join(lines) + "\n"
+
+
+_JUDGE_COUNTS = ("requests", "calls", "cache_hits", "failures", "prompt_tokens", "completion_tokens")
+
+
+def _judges_section(run: RunData) -> str:
+    """Per judge, its kind and what its client did summed over the finished cells (a cache hit made no
+    call); then each misalignment metric with the rule that produced it. Empty when no judge ran."""
+    totals: dict[str, dict[str, Any]] = {}
+    for cell in run.cells:
+        for name, row in (cell.judges or {}).items():
+            t = totals.setdefault(name, {"kind": row.get("kind"), **dict.fromkeys(_JUDGE_COUNTS, 0)})
+            for k in _JUDGE_COUNTS:
+                t[k] += int(row.get(k) or 0)
+    rules = []
+    for metric, info in run.metrics.items():
+        spec = info.scorer or ""
+        if spec.startswith("misaligned:"):
+            try:
+                align, coherence, rule_name = parse_misaligned_spec(spec.split(":", 1)[1])
+            except ScorerError:
+                continue
+            rules.append(
+                f"- `{metric}`: {misaligned_description(rule_name)}; judges `{align}` and `{coherence}`"
+            )
+    if not totals and not rules:
+        return ""
+    out = []
+    if totals:
+        out.append("Summed over the finished cells' evaluations (the base model's not included).\n")
+        header = ["judge", "kind", *(k.replace("_", " ") for k in _JUDGE_COUNTS)]
+        body = [
+            [f"`{n}`", str(t["kind"]), *(str(t[k]) for k in _JUDGE_COUNTS)] for n, t in sorted(totals.items())
+        ]
+        out.append(md_table(header, body))
+    if rules:
+        out.append("Misalignment metrics (per answer 1 / 0, excluded answers NaN and counted apart):\n")
+        out.append("\n".join(rules) + "\n")
+    return "\n".join(out)
 
 
 def render_report(run: RunData, rows: list[SummaryRow], figures: list[str]) -> str:
@@ -288,6 +327,9 @@ def render_report(run: RunData, rows: list[SummaryRow], figures: list[str]) -> s
         out += [f"![{f}]({f})\n" for f in figures]
     if dyn := dynamics_section(run):
         out.append(dyn)
+    if judges := _judges_section(run):
+        out.append("## Judges\n")
+        out.append(judges)
     out.append("## Per-seed numbers\n")
     out.append(_per_seed_section(run))
     out.append("## Setup\n")
