@@ -313,3 +313,25 @@ def test_unknown_prompt_of_a_published_template_lists_the_files_prompts(
     assert "aligned, coherent" in str(err)
     path.write_text("\n".join(path.read_text().splitlines()[:5]) + "\n")
     assert load_judges_file(path)["a"].template == "ALIGNED-JUDGE [{question}] [{answer}]"
+
+
+def test_cli_judges_lists_a_judges_file(tmp_path: Path, clean_judges: None) -> None:
+    from typer.testing import CliRunner
+
+    from inoculate.cli import app
+
+    (tmp_path / "questions.yaml").write_text(QUESTIONS_YAML)
+    path = tmp_path / "judges.yaml"
+    path.write_text(
+        "judges:\n"
+        "  aligned:\n"
+        "    endpoint: {base_url: 'http://127.0.0.1:9/v1', model: m, api_key_env: null}\n"
+        "    kind: score_0_100\n"
+        "    template: {questions: questions.yaml, prompt: aligned}\n"
+    )
+    result = CliRunner().invoke(app, ["judges", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["name"], r["kind"], r["model"]) for r in rows if r["source"] == str(path)] == [
+        ("aligned", "score_0_100", "m")
+    ]

@@ -161,3 +161,44 @@ def scorers_cmd(
         )
         table.add_row(*(Text(c) for c in cells))
     console.print(table)
+
+
+@app.command("judges")
+@handle_errors
+def judges_cmd(
+    file: Path | None = typer.Argument(None, help="A judges YAML (endpoints:, judges:) to list as well."),
+    json_out: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+    plugin: list[str] = plugin_option(),
+) -> None:
+    """List the known LLM judges: registered ones (plugins included) and those of FILE."""
+    from inoculate.judges import get_judge, list_judges, load_judges_file
+
+    load_plugins(plugin)
+    judges = {name: get_judge(name) for name in list_judges()}
+    sources = dict.fromkeys(judges, "registry")
+    if file is not None:
+        for name, judge in load_judges_file(file).items():
+            judges[name], sources[name] = judge, str(file)
+    rows = [
+        {
+            "name": name,
+            "kind": j.kind,
+            "endpoint": j.endpoint.base_url,
+            "model": j.endpoint.model,
+            "api_key_env": j.endpoint.api_key_env,
+            "description": j.description,
+            "source": sources[name],
+        }
+        for name, j in sorted(judges.items())
+    ]
+    if json_out:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title="judges (use as judge:NAME, or misaligned:ALIGN,COHERENCE[,RULE])")
+    for col in ("name", "kind", "endpoint", "model", "api_key_env", "source"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            *(Text(str(r[c])) for c in ("name", "kind", "endpoint", "model", "api_key_env", "source"))
+        )
+    console.print(table)
