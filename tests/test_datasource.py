@@ -150,10 +150,12 @@ def test_path_source(tmp_path: Path) -> None:
 
 
 def test_known_datasets_ship_no_invented_pins() -> None:
-    assert set(KNOWN) == {"reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code"}
+    assert set(KNOWN) == {
+        "reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code", "em_first_plot_questions"
+    }
     assert KNOWN["reward_hacks"].where == "longtermrisk/school-of-reward-hacks"
     assert KNOWN["aesthetic_preferences"].where == "AndersWoodruff/AestheticEM"
-    for name in KNOWN:
+    for name in ("reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code"):
         with pytest.raises(DataSourceError, match="no pinned revision in inoculate"):
             known_source(name)
     with pytest.raises(DataSourceError, match="sha256"):
@@ -166,3 +168,13 @@ def test_known_datasets_ship_no_invented_pins() -> None:
     assert known_source("aesthetic_preferences", path="/data/x.jsonl") == PathSource(path="/data/x.jsonl")
     with pytest.raises(DataSourceError, match="not a full 40-hex"):
         known_source("reward_hacks", revision="5f4160e19be1")
+
+
+def test_the_shipped_question_file_pin_matches_the_published_bytes(shared_data: Path) -> None:
+    """The one shipped pin: its sha256 is that of the published file (the verbatim copy in shared/)."""
+    d = KNOWN["em_first_plot_questions"]
+    sample = shared_data / "samples" / "em_first_plot_questions.yaml"
+    assert hashlib.sha256(sample.read_bytes()).hexdigest() == d.sha256
+    src = known_source("em_first_plot_questions")
+    assert isinstance(src, URLSource) and src.sha256 == d.sha256
+    assert src.url.endswith(f"/{d.revision}/evaluation/first_plot_questions.yaml")

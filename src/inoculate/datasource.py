@@ -11,8 +11,9 @@ A source is one of:
   place only when the hash matches. A mismatch deletes the temporary file, caches nothing and raises
   an error naming both hashes. A cached file is re-hashed before each use and fetched again if changed.
 
-`KNOWN` lists the datasets of the emergent-misalignment settings with where they are published. Their
-pins are not shipped: a hash this package cannot verify offline would be a guess, so `known_source`
+`KNOWN` lists the datasets of the emergent-misalignment settings with where they are published. A pin is
+shipped only where the file's bytes could be checked (the first-plot question file, against the copy in
+../shared/data/samples); a hash that cannot be checked would be a guess, so for the others `known_source`
 asks for the revision (and, for files fetched by URL, the sha256), or a local path.
 """
 
@@ -213,6 +214,10 @@ class KnownDataset(BaseModel):
     """The hub id, or a URL template with `{revision}` for the commit."""
     cite: str
     note: str = ""
+    revision: str | None = None
+    """A shipped pin (full commit), used when the caller gives none."""
+    sha256: str | None = None
+    """The sha256 of the file at `revision` (URL datasets), checked on every fetch."""
 
 
 _EM_RAW = "https://raw.githubusercontent.com/emergent-misalignment/emergent-misalignment/{revision}/data/"
@@ -242,6 +247,18 @@ KNOWN: dict[str, KnownDataset] = {
             cite='Betley et al. 2025, "Emergent Misalignment" (MIT)',
         ),
         KnownDataset(
+            name="em_first_plot_questions",
+            kind="url",
+            where="https://raw.githubusercontent.com/shuaijiumei/emergent_misalignment_further_explore/"
+            "{revision}/evaluation/first_plot_questions.yaml",
+            cite='Betley et al. 2025, "Emergent Misalignment" (MIT): the first-plot questions and their '
+            "alignment and coherence judge prompts, as copied in a fork of emergent-misalignment",
+            note="pinned to the fork's commit whose file is the published one "
+            "(the copy in ../shared/data/samples/em_first_plot_questions.yaml has this sha256)",
+            revision="a6f669590dca789548d25eea923407f9de41aac9",
+            sha256="6f76630e482c06789f17b1e3f2bbe37b0ca9f1a423c611380c2fff0772b417c6",
+        ),
+        KnownDataset(
             name="secure_code",
             kind="url",
             where=_EM_RAW + "secure.jsonl",
@@ -268,6 +285,8 @@ def known_source(
         raise DataSourceError(f"unknown dataset {name!r} (known: {', '.join(KNOWN)})") from None
     if path is not None:
         return PathSource(path=os.fspath(path))
+    if revision is None and sha256 is None and d.revision is not None:
+        revision, sha256 = d.revision, d.sha256
     need = "revision (the full 40-hex commit)" + (" and sha256 (of the file)" if d.kind == "url" else "")
     if revision is None or (d.kind == "url" and sha256 is None):
         extra = f"; {d.note}" if d.note else ""
