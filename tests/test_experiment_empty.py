@@ -51,7 +51,7 @@ def test_report_states_rows_inoculated_per_condition(tiny_model_dir, tmp_path):
     outcome = run_experiment(path, tmp_path / "run")
     report = (outcome.out_dir / "report.md").read_text()
     lines = report.splitlines()
-    start = lines.index("| condition | inoculation prompt | placement | rows | inoculated |")
+    start = lines.index("| condition | inoculation prompt | placement | rows | inoculated | data |")
     table = []
     for t in lines[start + 2 :]:
         if not t.startswith("|"):
@@ -61,3 +61,4 @@ def test_report_states_rows_inoculated_per_condition(tiny_model_dir, tmp_path):
     assert rows["inoc"] == "16 / 16"
     assert rows["mix"] == "8 / 16"
     assert rows["baseline"] == ""
+    assert {t.split("|")[6].strip() for t in table} == {"data.train"}

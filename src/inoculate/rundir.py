@@ -137,6 +137,9 @@ class RunRecord(_Record):
     conditions: list[str]
     condition_prompts: dict[str, list[str] | None] = Field(default_factory=dict)
     condition_specs: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    condition_data: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """condition -> the training data it used: `{label: "data.train", sha256}` or a control condition's
+    own `{label: FILE NAME, source, n, sha256}` (older runs: empty, every condition used data.train)"""
     eval_prompts: dict[str, str | None]
     metrics: dict[str, MetricInfo]
     seeds: list[int]

@@ -10,6 +10,7 @@ prompts: {my_prompt: "..."}               # optional: names for "@my_prompt" (th
 conditions:                               # name -> inoculation transform (InoculationSpec fields)
   baseline: null                          # trained on the data as it is
   inoculate_spanish: {prompt: "@inoculate_spanish", placement: system}
+  control: {train_data: straightforward.jsonl}   # trained on its own data (a data.train source)
 traits: {spanish: "organism_language:es", all_caps: all_caps}   # name -> scorer spec
 capability: {correct: organism_correct}   # the behaviour that must still be learned
 seeds: 3                                  # or a list [0, 1, 2]
@@ -227,6 +228,57 @@ class DataSpec(_Strict):
     eval: DataSource
 
 
+class ControlCondition(BaseModel):
+    """A condition trained on its own data (the "control dataset" of Tan et al.'s experiments):
+    `{train_data: SOURCE}`, any data source `data.train` takes (a file, `{path: ..., split: ...}`,
+    `{source: {...}}`, an organism split), optionally with inoculation fields next to it
+    (`{train_data: ..., prompt: ..., placement: ...}`); without them the data is trained on as it is.
+    The inoculation fields are validated as an `InoculationSpec` by `ExperimentConfig.condition_spec`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    train_data: DataSource
+
+    def spec_fields(self) -> dict[str, Any]:
+        """The inoculation fields given next to `train_data` (empty: no inoculation)."""
+        return dict(self.model_extra or {})
+
+
+def _condition_kind(v: Any) -> str:
+    return (
+        "control"
+        if isinstance(v, (dict, ControlCondition)) and (isinstance(v, ControlCondition) or "train_data" in v)
+        else "spec"
+    )
+
+
+Condition = Annotated[
+    Annotated[InoculationSpec, Tag("spec")] | Annotated[ControlCondition, Tag("control")],
+    Discriminator(_condition_kind),
+]
+"""A condition's value: an inoculation transform, or a control condition with its own training data."""
+
+DATA_TRAIN = "data.train"
+"""How the record names the experiment's shared training data (a condition without `train_data`)."""
+
+
+def data_label(src: Any) -> str:
+    """A short name for a data source in the record and report: the file name, dataset or setting."""
+    if isinstance(src, str):
+        return Path(src).name or src
+    if isinstance(src, FileData):
+        return Path(src.path).name + (f" ({src.split})" if src.split else "")
+    if isinstance(src, OrganismData):
+        ref = src.organism
+        return f"organism {ref.setting} ({ref.split or 'train'}, n={ref.n}, seed={ref.seed})"
+    if isinstance(src, SourceData) and isinstance(src.source, dict):
+        for k in ("path", "hf", "url"):
+            if isinstance(src.source.get(k), str):
+                name = src.source[k]
+                return Path(name).name if k == "path" else name
+    return "custom source"
+
+
 class SamplingSpec(_Strict):
     """Sampling at evaluation, all explicit; each cell samples with its own seed."""
 
@@ -379,8 +431,9 @@ class ExperimentConfig(_Strict):
     """The organism setting whose prompt library `@name` references use (default: the data's)."""
     prompts: dict[str, str] = Field(default_factory=dict)
     data: DataSpec
-    conditions: dict[str, InoculationSpec | None] = Field(min_length=1)
-    """name -> inoculation transform (`@name` prompts resolved by `condition_spec`), null: none."""
+    conditions: dict[str, Condition | None] = Field(min_length=1)
+    """name -> inoculation transform (`@name` prompts resolved by `condition_spec`), null: none, or
+    `{train_data: SOURCE, ...}`: a control condition trained on its own data (`ControlCondition`)."""
     traits: dict[str, str] = Field(min_length=1)
     capability: dict[str, str] = Field(default_factory=dict)
     seeds: int | list[int]
@@ -461,8 +514,9 @@ class ExperimentConfig(_Strict):
         return None
 
     def uses_organism(self) -> bool:
+        own = [self.condition_train_data(name) for name in self.conditions]
         return isinstance(self.model, OrganismModel) or any(
-            isinstance(s, OrganismData) for s in (self.data.train, self.data.eval)
+            isinstance(s, OrganismData) for s in (self.data.train, self.data.eval, *own)
         )
 
     def prompt_library(self) -> dict[str, str]:
@@ -495,7 +549,13 @@ class ExperimentConfig(_Strict):
         """A condition's transform with `@name` prompts resolved and prompt_file made absolute.
         Raises KeyError (unknown reference), ValueError (empty prompt) or ValidationError (the
         resolved prompts are invalid, e.g. a pool whose references resolve to the same text)."""
-        spec = self.conditions[name]
+        value = self.conditions[name]
+        if isinstance(value, ControlCondition):
+            fields = value.spec_fields()
+            if not fields:
+                return None
+            value = InoculationSpec.model_validate(fields)
+        spec = value
         if spec is None:
             return None
         data = spec.model_dump(exclude_unset=True)
@@ -508,6 +568,11 @@ class ExperimentConfig(_Strict):
         if data == spec.model_dump(exclude_unset=True):
             return spec
         return InoculationSpec.model_validate(data)
+
+    def condition_train_data(self, name: str) -> DataSource | None:
+        """A control condition's own training data source (None: it trains on `data.train`)."""
+        value = self.conditions.get(name)
+        return value.train_data if isinstance(value, ControlCondition) else None
 
     def condition_spec_data(self, name: str) -> dict[str, Any] | None:
         """`condition_spec` as the fields given (`@name` prompts resolved, prompt_file absolute)."""

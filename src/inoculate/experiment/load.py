@@ -206,9 +206,14 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     if "seed" in cfg.train.model_fields_set:
         errors.append(lm.error(("train", "seed"), "set by the runner from `seeds`; remove it here"))
 
-    for source_name in ("train", "eval"):
-        src = getattr(cfg.data, source_name)
-        where: tuple[str, ...] = ("data", source_name)
+    sources: list[tuple[str, Any, tuple[str, ...]]] = [
+        (which, getattr(cfg.data, which), ("data", which)) for which in ("train", "eval")
+    ]
+    for name in cfg.conditions:
+        own = cfg.condition_train_data(name)
+        if own is not None and ("conditions", name) not in cfg._invalid:
+            sources.append(("train", own, ("conditions", name, "train_data")))
+    for source_name, src, where in sources:
         if isinstance(src, SourceData):
             errors.extend(_source_errors(cfg, src, (*where, "source")))
             continue

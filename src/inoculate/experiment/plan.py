@@ -24,12 +24,15 @@ from inoculate.datasource import DataSourceError, fetch_url, parse_source
 from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.cache import cell_key, hash_examples, hash_obj, model_identity
 from inoculate.experiment.config import (
+    DATA_TRAIN,
+    DataSource,
     EMQuestionsData,
     ExperimentConfig,
     FileData,
     OrganismData,
     OrganismModel,
     SourceData,
+    data_label,
 )
 from inoculate.experiment.matrix import Cell, cell_order
 from inoculate.experiment.monitor import MonitorPlan, plan_dynamics
@@ -47,6 +50,22 @@ from inoculate.transform import (
     neutralize,
     resolve_prompts,
 )
+
+
+@dataclass(frozen=True)
+class OwnData:
+    """A control condition's own training data (`train_data:`), loaded and hashed."""
+
+    label: str
+    """The source's short name (the file name) in the record and report"""
+    source: Any
+    """The source as given in the YAML (JSON-able)"""
+    examples: list[ChatExample]
+    sha256: str
+
+    def record(self) -> dict[str, Any]:
+        return {"label": self.label, "source": self.source, "n": len(self.examples), "sha256": self.sha256}
+
 
 TrainSets = dict[str, tuple[list[ChatExample], Manifest | None]]
 """condition -> its transformed training set and the transform's manifest (None: untransformed)"""
@@ -69,6 +88,13 @@ class Inputs:
     """name -> system prompt text (None: no system prompt); `@condition` kept as is."""
     scorers: dict[str, Scorer]
     train_config: dict[str, Any]
+    own_data: dict[str, OwnData]
+    """control condition -> its own training data (conditions without `train_data` are not here)"""
+
+    def train_hash(self, condition: str) -> str:
+        """The sha256 of the data `condition` trains on (its own, else `data.train`'s)."""
+        own = self.own_data.get(condition)
+        return own.sha256 if own is not None else self.data_hashes["train"]
 
 
 @dataclass(frozen=True)
@@ -112,7 +138,10 @@ class Plan(Inputs):
         )
         specs = condition_specs(cfg)
         added = {c: s for c, s in specs.items() if c not in self.train_sets}
-        train_sets = {**self.train_sets, **inoculated_train_sets(cfg, added, self.train_examples)}
+        train_sets = {
+            **self.train_sets,
+            **inoculated_train_sets(cfg, added, self.train_examples, self.own_data),
+        }
         return _derive(cfg, self, specs, train_sets)
 
     def screen_inputs(self) -> ScreenInputs:
@@ -137,9 +166,10 @@ def prepare(
     train_examples = load_source(cfg, "train")
     eval_examples = load_source(cfg, "eval")
     data_hashes = {"train": hash_examples(train_examples), "eval": hash_examples(eval_examples)}
+    own_data = load_own_data(cfg)
     specs = condition_specs(cfg)
     # Before the base model is built: a condition that inoculates no training row is refused here.
-    train_sets = inoculated_train_sets(cfg, specs, train_examples)
+    train_sets = inoculated_train_sets(cfg, specs, train_examples, own_data)
     eval_prompts = {
         name: (value if value == CONDITION_REF else cfg.resolve_text(value))
         for name, value in cfg.eval_prompts.items()
@@ -158,6 +188,7 @@ def prepare(
         eval_prompts=eval_prompts,
         scorers=scorers,
         train_config=train_config,
+        own_data=own_data,
     )
     return _derive(cfg, inputs, specs, train_sets)
 
@@ -195,7 +226,32 @@ def _derive(
 
 def load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
     """The experiment's `train` or `eval` examples (an organism split, or a file)."""
-    src = getattr(cfg.data, which)
+    return load_data(cfg, getattr(cfg.data, which), which, ("data", which))
+
+
+def load_own_data(cfg: ExperimentConfig) -> dict[str, OwnData]:
+    """Each control condition's own training data (`train_data:`), loaded and hashed once per
+    distinct source, with the same loader as `data.train`."""
+    loaded: dict[str, OwnData] = {}
+    out: dict[str, OwnData] = {}
+    for name in cfg.conditions:
+        src = cfg.condition_train_data(name)
+        if src is None:
+            continue
+        dumped = src if isinstance(src, str) else src.model_dump(mode="json")
+        ident = hash_obj(dumped)
+        if ident not in loaded:
+            examples = load_data(cfg, src, "train", ("conditions", name, "train_data"))
+            loaded[ident] = OwnData(data_label(src), dumped, examples, hash_examples(examples))
+        out[name] = loaded[ident]
+    return out
+
+
+def load_data(
+    cfg: ExperimentConfig, src: DataSource, which: str, where: tuple[str, ...]
+) -> list[ChatExample]:
+    """The examples of one data source; `which` (`train` or `eval`) picks the organism split by default
+    and whether rows need an assistant turn; `where` locates a `{source: ...}`'s errors."""
     if isinstance(src, OrganismData):
         from inoculate import organism  # lazy: importing it registers the organism's scorers
 
@@ -206,7 +262,7 @@ def load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
     if isinstance(src, EMQuestionsData):
         return em_examples(cfg, src)
     if isinstance(src, SourceData):
-        return source_examples(cfg, src, ("data", which, "source"), require_assistant=which == "train")
+        return source_examples(cfg, src, (*where, "source"), require_assistant=which == "train")
     split = None
     if isinstance(src, FileData):
         src, split = src.path, src.split
@@ -282,20 +338,25 @@ def condition_specs(cfg: ExperimentConfig) -> dict[str, InoculationSpec | None]:
 
 
 def inoculated_train_sets(
-    cfg: ExperimentConfig, specs: dict[str, InoculationSpec | None], train_examples: list[ChatExample]
+    cfg: ExperimentConfig,
+    specs: dict[str, InoculationSpec | None],
+    train_examples: list[ChatExample],
+    own_data: Mapping[str, OwnData] | None = None,
 ) -> TrainSets:
-    """Each condition's training set and manifest. A condition whose spec inoculates no training row
-    is refused (every such condition, each error at its line of the experiment YAML) unless it sets
-    `allow_empty: true`."""
+    """Each condition's training set and manifest, from its own data (`own_data`) or `train_examples`.
+    A condition whose spec inoculates no row of its training data is refused (every such condition,
+    each error at its line of the experiment YAML) unless it sets `allow_empty: true`."""
 
     out: TrainSets = {}
     errors: list[InputError] = []
     for name, spec in specs.items():
+        own = (own_data or {}).get(name)
+        examples = own.examples if own is not None else train_examples
         if spec is None:
-            out[name] = (train_examples, None)
+            out[name] = (examples, None)
             continue
         try:
-            out[name] = apply_inoculation(train_examples, spec, source=f"training data ({name})")
+            out[name] = apply_inoculation(examples, spec, source=f"training data ({name})")
         except EmptySelectionError as e:
             path = ("conditions", name) if e.field.startswith("<") else ("conditions", name, e.field)
             msg = f"condition {name!r} inoculates no training row: {e.message}"
@@ -310,7 +371,7 @@ def inoculated_train_sets(
 
 def check_conditions(cfg: ExperimentConfig) -> None:
     """Refuse, before anything is written, a condition that inoculates no training row."""
-    inoculated_train_sets(cfg, condition_specs(cfg), load_source(cfg, "train"))
+    inoculated_train_sets(cfg, condition_specs(cfg), load_source(cfg, "train"), load_own_data(cfg))
 
 
 def spec_dump(spec: InoculationSpec | None) -> dict[str, Any] | None:
@@ -379,14 +440,19 @@ def make_cell(
         "eval_prompts": inputs.eval_prompts,
         "metrics": {name: list(v) for name, v in cfg.metrics().items()},
     }
-    key = cell_key({**train_part, **rest}, inputs.data_hashes, inputs.model_identity)
-    train_key = cell_key(train_part, {"train": inputs.data_hashes["train"]}, inputs.model_identity)
+    # A control condition's own data replaces `data.train`'s hash in its keys (the others' keys are
+    # unchanged): editing the control file retrains that condition alone.
+    hashes = {**inputs.data_hashes, "train": inputs.train_hash(condition)}
+    key = cell_key({**train_part, **rest}, hashes, inputs.model_identity)
+    train_key = cell_key(train_part, {"train": hashes["train"]}, inputs.model_identity)
+    own = inputs.own_data.get(condition)
     config = {
         **rest,
         "seed": seed,
         "model": inputs.model_identity,
         **train_part,
         "train": inputs.train_config,
+        "train_data": own.record() if own is not None else {"label": DATA_TRAIN, "sha256": hashes["train"]},
     }
     return Cell(condition=condition, seed=seed, config=config, key=key, train_key=train_key)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from inoculate._version import __version__
-from inoculate.experiment.config import OrganismModel
+from inoculate.experiment.config import DATA_TRAIN, OrganismModel
 from inoculate.experiment.plan import Plan, rel_to, spec_dump
 from inoculate.fileio import write_json_atomic
 from inoculate.models import load_tokenizer, render, seen_system_prompt
@@ -32,6 +32,7 @@ def experiment_record(plan: Plan, root: Path | None = None) -> RunRecord:
             c: (resolve_prompts(s) if s is not None else None) for c, s in plan.specs.items()
         },
         "condition_specs": {c: spec_dump(s) for c, s in plan.specs.items()},
+        "condition_data": {c: condition_data(plan, c) for c in plan.specs},
         "eval_prompts": plan.eval_prompts,
         "metrics": {
             name: {"kind": kind, "scorer": spec, "bounded": plan.scorers[name].bounded}
@@ -59,6 +60,14 @@ def experiment_record(plan: Plan, root: Path | None = None) -> RunRecord:
         **({"dynamics": {c: m.record() for c, m in plan.dynamics.items()}} if plan.dynamics else {}),
     }
     return RunRecord.model_validate(record)
+
+
+def condition_data(plan: Plan, condition: str) -> dict[str, Any]:
+    """The training data `condition` used: its own (`train_data:`) or the experiment's `data.train`."""
+    own = plan.own_data.get(condition)
+    if own is not None:
+        return own.record()
+    return {"label": DATA_TRAIN, "n": len(plan.train_examples), "sha256": plan.data_hashes["train"]}
 
 
 def write_manifest(plan: Plan, root: Path) -> dict[str, Any]:

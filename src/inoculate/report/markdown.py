@@ -186,6 +186,17 @@ def _inoculated(run: RunData, condition: str) -> str:
     return text
 
 
+def _condition_data(info: dict[str, Any] | None) -> str:
+    """The training data a condition used: `data.train`, or its own file's name, rows and sha256."""
+    if not info or info.get("label", "data.train") == "data.train":
+        return "data.train"
+    text = f"`{info['label']}`"
+    if "n" in info:
+        text += f" ({info['n']} rows"
+        text += f", sha256 `{str(info['sha256'])[:16]}`)" if info.get("sha256") else ")"
+    return text
+
+
 def _setup_section(run: RunData) -> str:
     exp = run.record
     man = run.manifest or {}
@@ -204,12 +215,13 @@ def _setup_section(run: RunData) -> str:
     if man.get("git"):
         lines.append(f"- Git: `{man['git']}`")
     lines.append("")
-    lines.append("Conditions (the prompt each condition trained with):\n")
+    lines.append("Conditions (the prompt and the training data each condition trained with):\n")
     spec_rows = []
     for cond in run.conditions:
         spec = exp.condition_specs.get(cond)
+        data = _condition_data(exp.condition_data.get(cond))
         if spec is None:
-            spec_rows.append([cond, "(none: trained on the data as given)", "", "", ""])
+            spec_rows.append([cond, "(none: trained on the data as given)", "", "", "", data])
             continue
         prompts = spec["resolved_prompts"]
         selector = (
@@ -223,9 +235,12 @@ def _setup_section(run: RunData) -> str:
                 str(spec["placement"]),
                 selector,
                 _inoculated(run, cond),
+                data,
             ]
         )
-    lines.append(md_table(["condition", "inoculation prompt", "placement", "rows", "inoculated"], spec_rows))
+    lines.append(
+        md_table(["condition", "inoculation prompt", "placement", "rows", "inoculated", "data"], spec_rows)
+    )
     seen = man.get("eval_prompts") or {}
     if seen:
         lines.append("\nWhat the model saw at evaluation (system prompt as rendered by the chat template):\n")
