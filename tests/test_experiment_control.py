@@ -154,3 +154,15 @@ def test_control_source_form_and_bad_fields_are_located(tmp_path, tiny_model_dir
     )
     (msg,) = errors_of(path)
     assert "conditions.control.train_data.splt: unknown field" in msg
+
+
+def test_a_control_without_a_prompt_cannot_be_monitored_for_collapse(tmp_path, tiny_model_dir):
+    """The dynamics monitor watches a training prompt; a control dataset with none is refused at load."""
+    path = small(tmp_path, tiny_model_dir, "{train_data: straightforward.jsonl}")
+    path.write_text(path.read_text() + "dynamics: {conditions: [control]}\n")
+    with pytest.raises(InputErrors) as e:
+        load_experiment(path)
+    assert any("control" in str(x) and "no inoculation prompt" in str(x) for x in e.value.errors), [
+        str(x) for x in e.value.errors
+    ]
+    assert not (tmp_path / "run").exists()

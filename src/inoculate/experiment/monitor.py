@@ -50,6 +50,7 @@ from inoculate.experiment.cache import hash_obj
 from inoculate.experiment.config import (
     ALL,
     ORGANISM_PROBES,
+    ControlCondition,
     DynamicsBlock,
     ExperimentConfig,
     OrganismData,
@@ -83,7 +84,10 @@ def _trait_names(spec: DynamicsBlock, traits: dict[str, str]) -> tuple[str, str 
 
 
 def _has_prompt(cfg: ExperimentConfig, condition: str, screened: set[str]) -> bool:
-    return condition in screened or cfg.conditions.get(condition) is not None
+    value = cfg.conditions.get(condition)
+    if isinstance(value, ControlCondition):  # a control dataset, with or without a prompt of its own
+        return bool(value.spec_fields())
+    return condition in screened or value is not None
 
 
 def dynamics_errors(cfg: ExperimentConfig) -> list[InputError]:
