@@ -109,18 +109,24 @@ def _first_alias(text: str) -> tuple[int, str] | None:
     return None
 
 
+def read_yaml_text(path: str | os.PathLike[str]) -> str:
+    """A YAML file's text; a missing file or one that is not UTF-8 is an error naming the file."""
+    file = str(path)
+    if not Path(path).is_file():
+        raise InputErrors.one(file, 0, "<file>", "no such file")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputErrors.one(file, 0, "<file>", f"not UTF-8 text ({e.reason})") from None
+
+
 def load_yaml(path: str | os.PathLike[str], text: str | None = None) -> tuple[Any, LineMap]:
     """Parse a YAML file; return its data and the line of every key. Syntax errors name their line;
     a key given twice in one mapping is refused with both lines, and so are anchors and aliases
     (why: see below)."""
     file = str(path)
     if text is None:
-        if not Path(path).is_file():
-            raise InputErrors.one(file, 0, "<file>", "no such file")
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise InputErrors.one(file, 0, "<file>", f"not UTF-8 text ({e.reason})") from None
+        text = read_yaml_text(path)
     try:
         # Anchors and aliases are refused before anything is composed: an experiment file is short
         # and written by hand, so they save little, while expanding them can hang (a 9-line alias

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -37,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from inoculate.errors import InputError, InputErrors
 from inoculate.records import ChatExample, Message
-from inoculate.yamlio import LineMap
+from inoculate.yamlio import LineMap, read_yaml_text
 
 JUDGE_KINDS: dict[str, str | None] = {
     "free_form": None,
@@ -262,12 +261,7 @@ def load_published_yaml(path: str | os.PathLike[str], *, text: str | None = None
     aliases and expansions past `MAX_NODES` nodes are errors with their line."""
     file = str(path)
     if text is None:
-        if not Path(path).is_file():
-            raise InputErrors.one(file, 0, "<file>", "no such file")
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise InputErrors.one(file, 0, "<file>", f"not UTF-8 text ({e.reason})") from None
+        text = read_yaml_text(path)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
