@@ -85,7 +85,8 @@ def run_cell(
 
     t0 = time.perf_counter()
     judges_before = judge_stats()
-    prompts = {name: plan.eval_set(cell.condition, name) for name in plan.eval_prompts}
+    prompts = plan.cell_prompts(cell.condition)
+    scorers = plan.label_scorers({label: s for label, (s, _p) in plan.eval_axis.items()})
     # The trained weights are read from this cell's folder, not from the paths `train_result.json`
     # recorded when they were trained: a copied or moved run folder evaluates its own adapter.
     trained = str(cell_dir / ("adapter" if result.is_adapter else "model"))
@@ -96,6 +97,7 @@ def run_cell(
         model=model_path if result.is_adapter else trained,
         adapter=trained if result.is_adapter else None,
         prompts=prompts,
+        scorers=scorers,
         stage=stage,
         root=cell_dir.parent.parent,  # a cell's folder is OUT/<condition>/seed_<k>
         adapter_name=served_adapter_name(cell.condition, cell.seed) if result.is_adapter else None,
@@ -134,12 +136,15 @@ def evaluate(
     model: str,
     adapter: str | None,
     prompts: dict[str, list[ChatExample]],
+    scorers: dict[str, dict[str, Any]] | None = None,
     stage: Any = None,
     root: Path | None = None,
     adapter_name: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Generate under each eval set and score; writes generations/ and scores/; returns the means.
 
+    `scorers`: per name, the scorers of the metrics scored there (default: every metric's). A name
+    `SET/PROMPT` (several eval sets) writes `generations/SET/PROMPT.jsonl`.
     With `root` (the run folder), model and adapter paths inside it are recorded relative to it.
     `adapter_name` is the name a server serves the adapter under (openai_http only)."""
 
@@ -155,7 +160,7 @@ def evaluate(
         write_jsonl_atomic(out_dir / "generations" / f"{name}.jsonl", (_portable(g, root) for g in gens))
         if stage is not None:
             stage(f"score [{name}]")
-        rows, means = score_generations(gens, plan.scorers)
+        rows, means = score_generations(gens, (scorers or {}).get(name, plan.scorers))
         write_jsonl_atomic(out_dir / "scores" / f"{name}.jsonl", rows)
         results[name] = means
     return results
@@ -215,7 +220,14 @@ def base_elicitation(plan: Plan, root: Path, log: Callable[[str], None] | None =
     out = staging_dir(root, BASE_DIR)
     model_path = plan.model_path
     evals = evaluate(
-        plan, out, seed=plan.seeds[0], model=model_path, adapter=None, prompts=base.prompts, root=root
+        plan,
+        out,
+        seed=plan.seeds[0],
+        model=model_path,
+        adapter=None,
+        prompts=base.prompts,
+        scorers=plan.label_scorers(base.sets),
+        root=root,
     )
     table: dict[str, Any] = {
         "source": "experiment",

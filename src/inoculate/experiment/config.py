@@ -28,6 +28,22 @@ dynamics: {every: 5, conditions: [inoculate_spanish]}   # optional: learning-dyn
 
 A data source may also be `{path: FILE_OR_DATASET, split: NAME}` (a dataset split other than the default).
 
+`data.eval` may name several eval sets (a mapping of names to data sources, none of its keys a data
+source's own: `path`, `organism`, `em_questions`, `source`, ...), e.g. the EM questions beside an
+in-distribution set for the narrow trait the data teaches; a single source is the set named `eval`:
+
+```yaml
+data:
+  eval:
+    em: {em_questions: first_plot_questions.yaml, variants: [plain], samples_per_paraphrase: 10}
+    narrow: {path: code_prompts.jsonl}
+traits:
+  misaligned: {scorer: "misaligned:aligned,coherent,tan", eval_sets: [em]}   # judged on `em` only
+  insecure: "my_plugin:insecure"                                           # every eval set
+```
+Every cell generates and scores per (eval set x eval prompt); with several sets the eval-prompt axis
+of metrics.json and summary.csv is `SET/PROMPT` (`em/neutral`), with one it is the prompt's name.
+
 `load_experiment` (in `experiment.load`) validates the whole file before anything is written and
 reports every problem as FILE:LINE: FIELD: message: duplicate keys, YAML anchors/aliases (refused:
 they can expand without bound), names that are not plain (`[A-Za-z_][A-Za-z0-9_.-]*`, at most 64
@@ -53,6 +69,7 @@ from pydantic import (
     PrivateAttr,
     Tag,
     field_validator,
+    model_validator,
 )
 
 from inoculate.dynamics import CollapseRule
@@ -223,9 +240,50 @@ DataSource = Annotated[
 ]
 
 
+SINGLE_SOURCE_KEYS = frozenset(
+    {"path", "organism", "em_questions", "source", "split", "variants", "samples_per_paraphrase"}
+)
+"""Keys of a single data source: an `eval:` mapping holding none of them names several eval sets."""
+
+SINGLE_EVAL_SET = "eval"
+"""The name of the one eval set of an experiment whose `data.eval` is a single source."""
+
+
+def _eval_kind(v: Any) -> str:
+    if isinstance(v, dict) and v and not (set(v) & SINGLE_SOURCE_KEYS):
+        return "named"
+    return "single"
+
+
+def _set_names(v: dict[str, Any]) -> dict[str, Any]:
+    for name in v:
+        msg = bad_name("eval set", name)
+        if msg:
+            raise ValueError(msg)
+    return v
+
+
+NamedEvalSets = Annotated[dict[str, DataSource], Field(min_length=1), AfterValidator(_set_names)]
+EvalSource = Annotated[
+    Annotated[DataSource, Tag("single")] | Annotated[NamedEvalSets, Tag("named")],
+    Discriminator(_eval_kind),
+]
+"""`data.eval`: one data source (the eval set named `eval`), or `{NAME: SOURCE, ...}`: named eval sets."""
+
+
 class DataSpec(_Strict):
     train: DataSource
-    eval: DataSource
+    eval: EvalSource
+
+    def eval_sources(self) -> dict[str, DataSource]:
+        """eval set name -> its source (`{"eval": SOURCE}` for a single source)."""
+        if isinstance(self.eval, dict):
+            return dict(self.eval)
+        return {SINGLE_EVAL_SET: self.eval}
+
+    def named_eval_sets(self) -> bool:
+        """Several named eval sets (`data.eval: {NAME: SOURCE, ...}`), even if only one is named."""
+        return isinstance(self.eval, dict)
 
 
 class ControlCondition(BaseModel):
@@ -420,6 +478,14 @@ class JudgesBlock(_Strict):
 JUDGE_CACHE_FILE = "judge_cache.sqlite"
 
 
+class TraitSpec(_Strict):
+    """A trait restricted to some eval sets: `{scorer: SPEC, eval_sets: [NAME, ...]}` (a plain string
+    trait is scored on every eval set)."""
+
+    scorer: str
+    eval_sets: list[str] | None = Field(None, min_length=1)
+
+
 class ExperimentConfig(_Strict):
     name: str
     description: str = ""
@@ -434,7 +500,9 @@ class ExperimentConfig(_Strict):
     conditions: dict[str, Condition | None] = Field(min_length=1)
     """name -> inoculation transform (`@name` prompts resolved by `condition_spec`), null: none, or
     `{train_data: SOURCE, ...}`: a control condition trained on its own data (`ControlCondition`)."""
-    traits: dict[str, str] = Field(min_length=1)
+    traits: dict[str, str | TraitSpec] = Field(min_length=1)
+    """name -> scorer spec; given as `{scorer: SPEC, eval_sets: [...]}` the trait is scored on those
+    eval sets only (`trait_sets`; the field itself then holds the scorer spec)."""
     capability: dict[str, str] = Field(default_factory=dict)
     seeds: int | list[int]
     eval_prompts: dict[str, str | None] = Field(min_length=1)
@@ -452,8 +520,23 @@ class ExperimentConfig(_Strict):
     _lines: LineMap = PrivateAttr()
     _base_dir: Path = PrivateAttr(default=Path("."))
     _library: dict[str, str] | None = PrivateAttr(default=None)
+    _trait_sets: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+    """trait -> the eval sets it is scored on (traits scored on every set are not here)."""
     _invalid: frozenset[tuple[str, ...]] = PrivateAttr(default=frozenset())
     """Key paths whose field errors were already reported (`load.parse_experiment`): checks skip them."""
+
+    @model_validator(mode="after")
+    def _trait_specs(self) -> ExperimentConfig:
+        # `{scorer:, eval_sets:}` traits are kept as their scorer spec; their sets go to `trait_sets`.
+        restricted = {
+            name: list(v.eval_sets)
+            for name, v in self.traits.items()
+            if isinstance(v, TraitSpec) and v.eval_sets is not None
+        }
+        if any(isinstance(v, TraitSpec) for v in self.traits.values()):
+            self.traits = {k: v.scorer if isinstance(v, TraitSpec) else v for k, v in self.traits.items()}
+        self._trait_sets = restricted
+        return self
 
     @field_validator("name")
     @classmethod
@@ -501,14 +584,35 @@ class ExperimentConfig(_Strict):
 
     def metrics(self) -> dict[str, tuple[str, str]]:
         """metric name -> (kind, scorer spec), traits first; kind is `trait` or `capability`."""
-        out = {k: ("trait", v) for k, v in self.traits.items()}
+        out = {k: ("trait", str(v)) for k, v in self.traits.items()}
         out.update({k: ("capability", v) for k, v in self.capability.items()})
         return out
+
+    def eval_set_names(self) -> list[str]:
+        """The eval sets' names (`["eval"]` when `data.eval` is a single source)."""
+        return list(self.data.eval_sources())
+
+    def eval_axis(self) -> dict[str, tuple[str, str]]:
+        """The eval-prompt axis of metrics.json and summary.csv: label -> (eval set, eval prompt). The
+        label is the eval prompt's name with one eval set, `SET/PROMPT` with several."""
+        sets = self.eval_set_names()
+        if not self.data.named_eval_sets():
+            return {p: (sets[0], p) for p in self.eval_prompts}
+        return {f"{s}/{p}": (s, p) for s in sets for p in self.eval_prompts}
+
+    def trait_sets(self) -> dict[str, list[str]]:
+        """trait -> the eval sets it is restricted to (`eval_sets:`); unrestricted traits are absent."""
+        return dict(self._trait_sets)
+
+    def metrics_for(self, eval_set: str) -> list[str]:
+        """The metrics scored on one eval set: every capability, and the traits not restricted away."""
+        sets = self._trait_sets
+        return [m for m in self.metrics() if m not in sets or eval_set in sets[m]]
 
     def organism_setting(self) -> str | None:
         if self.setting is not None:
             return self.setting
-        for src in (self.data.train, self.data.eval):
+        for src in (self.data.train, *self.data.eval_sources().values()):
             if isinstance(src, OrganismData):
                 return src.organism.setting
         return None
@@ -516,7 +620,7 @@ class ExperimentConfig(_Strict):
     def uses_organism(self) -> bool:
         own = [self.condition_train_data(name) for name in self.conditions]
         return isinstance(self.model, OrganismModel) or any(
-            isinstance(s, OrganismData) for s in (self.data.train, self.data.eval, *own)
+            isinstance(s, OrganismData) for s in (self.data.train, *self.data.eval_sources().values(), *own)
         )
 
     def prompt_library(self) -> dict[str, str]:

@@ -168,6 +168,19 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
             if msg:
                 errors.append(lm.error((field, name), msg))
 
+    sets = cfg.eval_set_names()
+    for name, restricted in cfg.trait_sets().items():
+        for i, set_name in enumerate(restricted):
+            if set_name not in sets:
+                errors.append(
+                    lm.error(
+                        ("traits", name, "eval_sets", i),
+                        f"unknown eval set {set_name!r} (known: {', '.join(sets)})",
+                    )
+                )
+        if len(set(restricted)) != len(restricted):
+            errors.append(lm.error(("traits", name, "eval_sets"), "eval sets must be distinct"))
+
     for name in set(cfg.traits) & set(cfg.capability):
         errors.append(
             lm.error(("capability", name), f"{name!r} is already a trait; metric names must differ")
@@ -176,7 +189,7 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     for field, table in (("traits", cfg.traits), ("capability", cfg.capability)):
         for name, spec in table.items():
             try:
-                get_scorer(spec)
+                get_scorer(str(spec))
             except (ScorerError, ValueError, ImportError) as e:
                 errors.append(lm.error((field, name), str(e)))
 
@@ -404,8 +417,9 @@ def _expect_errors(cfg: ExperimentConfig) -> list[InputError]:
             metric, prompt = split_target(key)
             if metric not in metrics:
                 errors.append(lm.error(where, f"unknown metric {metric!r} (known: {', '.join(metrics)})"))
-            if prompt not in cfg.eval_prompts:
-                hint = "" if "@" in key else f" (default {DEFAULT_EVAL_PROMPT!r}; write {metric}@PROMPT)"
+            if prompt not in cfg.eval_axis():
+                axis = "SET/PROMPT" if cfg.data.named_eval_sets() else "PROMPT"
+                hint = "" if "@" in key else f" (default {DEFAULT_EVAL_PROMPT!r}; write {metric}@{axis})"
                 errors.append(lm.error(where, f"unknown eval prompt {prompt!r}{hint}"))
             try:
                 rule = parse_rule(text)

@@ -25,6 +25,7 @@ from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.cache import cell_key, hash_examples, hash_obj, model_identity
 from inoculate.experiment.config import (
     DATA_TRAIN,
+    SINGLE_EVAL_SET,
     DataSource,
     EMQuestionsData,
     ExperimentConfig,
@@ -69,8 +70,8 @@ class OwnData:
 
 TrainSets = dict[str, tuple[list[ChatExample], Manifest | None]]
 """condition -> its transformed training set and the transform's manifest (None: untransformed)"""
-EvalSets = dict[tuple[str, str], list[ChatExample]]
-"""(condition, or "" for a fixed eval prompt; eval prompt) -> the prompts evaluated"""
+EvalSets = dict[tuple[str, str, str], list[ChatExample]]
+"""(condition, or "" for a fixed eval prompt; eval set; eval prompt) -> the prompts evaluated"""
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Inputs:
     model_identity: dict[str, Any]
     train_examples: list[ChatExample]
     eval_examples: list[ChatExample]
+    """The first eval set's examples (the only one's, with a single `data.eval` source)."""
     data_hashes: dict[str, str]
     eval_prompts: dict[str, str | None]
     """name -> system prompt text (None: no system prompt); `@condition` kept as is."""
@@ -90,6 +92,14 @@ class Inputs:
     train_config: dict[str, Any]
     own_data: dict[str, OwnData]
     """control condition -> its own training data (conditions without `train_data` are not here)"""
+    eval_data: dict[str, list[ChatExample]]
+    """eval set name -> its examples (`{"eval": eval_examples}` with a single `data.eval` source)"""
+    eval_axis: dict[str, tuple[str, str]]
+    """label in metrics.json and summary.csv -> (eval set, eval prompt): `ExperimentConfig.eval_axis`"""
+
+    def scorers_for(self, eval_set: str, config: ExperimentConfig) -> dict[str, Scorer]:
+        """The scorers of the metrics scored on one eval set (a trait's `eval_sets` may leave it out)."""
+        return {m: self.scorers[m] for m in config.metrics_for(eval_set)}
 
     def train_hash(self, condition: str) -> str:
         """The sha256 of the data `condition` trains on (its own, else `data.train`'s)."""
@@ -106,6 +116,8 @@ class BasePlan:
     labels: dict[str, str]
     """file stem -> label in the report"""
     key: str
+    sets: dict[str, str]
+    """file stem -> its eval set"""
 
 
 @dataclass(frozen=True)
@@ -125,9 +137,19 @@ class Plan(Inputs):
     def name(self) -> str:
         return self.config.name
 
-    def eval_set(self, condition: str, eval_prompt: str) -> list[ChatExample]:
-        """The prompts a cell of `condition` is evaluated on under one eval prompt."""
-        return self.eval_sets[_eval_key(self.eval_prompts, condition, eval_prompt)]
+    def eval_set(self, condition: str, eval_prompt: str, eval_set: str | None = None) -> list[ChatExample]:
+        """The prompts a cell of `condition` is evaluated on under one eval prompt (of the first eval
+        set unless `eval_set` is given)."""
+        which = eval_set if eval_set is not None else next(iter(self.eval_data))
+        return self.eval_sets[_eval_key(self.eval_prompts, condition, which, eval_prompt)]
+
+    def cell_prompts(self, condition: str) -> dict[str, list[ChatExample]]:
+        """label -> the prompts a cell of `condition` is evaluated on, over the eval axis."""
+        return {label: self.eval_set(condition, p, s) for label, (s, p) in self.eval_axis.items()}
+
+    def label_scorers(self, labels: Mapping[str, str]) -> dict[str, dict[str, Scorer]]:
+        """file stem -> the scorers for it, given stem -> eval set."""
+        return {stem: self.scorers_for(s, self.config) for stem, s in labels.items()}
 
     def with_conditions(self, conditions: Mapping[str, InoculationSpec]) -> Plan:
         """This plan with `conditions` added (after the declared ones) and the `screen:` block dropped:
@@ -164,8 +186,13 @@ def prepare(
     """Resolve the experiment: load data, resolve prompts and specs, build the base model, key the cells."""
     seed_list = cfg.seed_list(seeds)
     train_examples = load_source(cfg, "train")
-    eval_examples = load_source(cfg, "eval")
-    data_hashes = {"train": hash_examples(train_examples), "eval": hash_examples(eval_examples)}
+    eval_data = load_eval_sets(cfg)
+    eval_examples = next(iter(eval_data.values()))
+    data_hashes = {"train": hash_examples(train_examples)}
+    if cfg.data.named_eval_sets():
+        data_hashes.update({f"eval/{name}": hash_examples(ex) for name, ex in eval_data.items()})
+    else:
+        data_hashes["eval"] = hash_examples(eval_examples)
     own_data = load_own_data(cfg)
     specs = condition_specs(cfg)
     # Before the base model is built: a condition that inoculates no training row is refused here.
@@ -189,6 +216,8 @@ def prepare(
         scorers=scorers,
         train_config=train_config,
         own_data=own_data,
+        eval_data=eval_data,
+        eval_axis=cfg.eval_axis(),
     )
     return _derive(cfg, inputs, specs, train_sets)
 
@@ -205,10 +234,11 @@ def _derive(
     # Every eval set now, so bad data fails before any training.
     eval_sets: EvalSets = {}
     for name in specs:
-        for prompt in inputs.eval_prompts:
-            key = _eval_key(inputs.eval_prompts, name, prompt)
-            if key not in eval_sets:
-                eval_sets[key] = build_eval_set(inputs, specs, name, prompt)
+        for set_name in inputs.eval_data:
+            for prompt in inputs.eval_prompts:
+                key = _eval_key(inputs.eval_prompts, name, set_name, prompt)
+                if key not in eval_sets:
+                    eval_sets[key] = build_eval_set(inputs, specs, name, prompt, set_name)
     return Plan(
         **{f.name: getattr(inputs, f.name) for f in fields(Inputs)},
         config=cfg,
@@ -225,8 +255,21 @@ def _derive(
 
 
 def load_source(cfg: ExperimentConfig, which: str) -> list[ChatExample]:
-    """The experiment's `train` or `eval` examples (an organism split, or a file)."""
+    """The experiment's `train` examples, or its first eval set's (an organism split, or a file)."""
+    if which == "eval":
+        return next(iter(load_eval_sets(cfg).values()))
     return load_data(cfg, getattr(cfg.data, which), which, ("data", which))
+
+
+def load_eval_sets(cfg: ExperimentConfig) -> dict[str, list[ChatExample]]:
+    """Each eval set's examples: `{"eval": ...}` for a single `data.eval` source."""
+    if not cfg.data.named_eval_sets():
+        src = cfg.data.eval_sources()[SINGLE_EVAL_SET]
+        return {SINGLE_EVAL_SET: load_data(cfg, src, "eval", ("data", "eval"))}
+    return {
+        name: load_data(cfg, src, "eval", ("data", "eval", name))
+        for name, src in cfg.data.eval_sources().items()
+    }
 
 
 def load_own_data(cfg: ExperimentConfig) -> dict[str, OwnData]:
@@ -439,6 +482,7 @@ def make_cell(
         "generation": _redact(cfg.generation.model_dump()),
         "eval_prompts": inputs.eval_prompts,
         "metrics": {name: list(v) for name, v in cfg.metrics().items()},
+        **_eval_set_key(cfg),
     }
     # A control condition's own data replaces `data.train`'s hash in its keys (the others' keys are
     # unchanged): editing the control file retrains that condition alone.
@@ -457,12 +501,21 @@ def make_cell(
     return Cell(condition=condition, seed=seed, config=config, key=key, train_key=train_key)
 
 
+def _eval_set_key(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What named eval sets add to the keys (nothing with a single `data.eval` source: keys unchanged)."""
+    if not cfg.data.named_eval_sets() and not cfg.trait_sets():
+        return {}
+    return {"eval_sets": cfg.eval_set_names(), "trait_sets": cfg.trait_sets()}
+
+
 # --- evaluation sets ------------------------------------------------------------------------------------
 
 
-def _eval_key(eval_prompts: dict[str, str | None], condition: str, eval_prompt: str) -> tuple[str, str]:
+def _eval_key(
+    eval_prompts: dict[str, str | None], condition: str, eval_set: str, eval_prompt: str
+) -> tuple[str, str, str]:
     """A fixed eval prompt's set is shared by every condition; `@condition`'s is the condition's own."""
-    return (condition if eval_prompts[eval_prompt] == CONDITION_REF else "", eval_prompt)
+    return (condition if eval_prompts[eval_prompt] == CONDITION_REF else "", eval_set, eval_prompt)
 
 
 def _without_completion(ex: ChatExample) -> ChatExample:
@@ -490,7 +543,11 @@ def inoculation_texts(specs: dict[str, InoculationSpec | None]) -> list[str]:
 
 
 def build_eval_set(
-    inputs: Inputs, specs: dict[str, InoculationSpec | None], condition: str, eval_prompt: str
+    inputs: Inputs,
+    specs: dict[str, InoculationSpec | None],
+    condition: str,
+    eval_prompt: str,
+    eval_set: str | None = None,
 ) -> list[ChatExample]:
     """The prompts a cell is evaluated on under one eval prompt.
 
@@ -501,16 +558,18 @@ def build_eval_set(
     """
 
     value = inputs.eval_prompts[eval_prompt]
-    questions = [_without_completion(ex) for ex in inputs.eval_examples]
+    examples = inputs.eval_examples if eval_set is None else inputs.eval_data[eval_set]
+    questions = [_without_completion(ex) for ex in examples]
+    where = eval_prompt if eval_set is None or eval_set == SINGLE_EVAL_SET else f"{eval_set}/{eval_prompt}"
     if value == CONDITION_REF:
         spec = specs[condition]
         if spec is None:
             return questions
         every_row = spec.model_copy(update={"where": None, "regex": None, "fraction": None})
-        return apply_inoculation(questions, every_row, source=f"eval set ({eval_prompt})")[0]
+        return apply_inoculation(questions, every_row, source=f"eval set ({where})")[0]
     texts = inoculation_texts(specs)
     if texts:
-        questions = neutralize(questions, texts, mode="remove", source=f"eval set ({eval_prompt})")
+        questions = neutralize(questions, texts, mode="remove", source=f"eval set ({where})")
         questions = [
             ChatExample(
                 id=q.id,
@@ -532,16 +591,19 @@ def base_plan(
     seed = inputs.seeds[0]
     prompts: dict[str, list[ChatExample]] = {}
     labels: dict[str, str] = {}
-    for name, value in inputs.eval_prompts.items():
-        if value == CONDITION_REF:
+    sets: dict[str, str] = {}
+    for label, (set_name, name) in inputs.eval_axis.items():
+        if inputs.eval_prompts[name] == CONDITION_REF:
             for cond, spec in specs.items():
                 if spec is not None:
-                    stem = f"{name}__{cond}"
-                    prompts[stem] = eval_sets[_eval_key(inputs.eval_prompts, cond, name)]
-                    labels[stem] = f"{name} ({cond})"
+                    stem = f"{label}__{cond}"
+                    prompts[stem] = eval_sets[_eval_key(inputs.eval_prompts, cond, set_name, name)]
+                    labels[stem] = f"{label} ({cond})"
+                    sets[stem] = set_name
         else:
-            prompts[name] = eval_sets[_eval_key(inputs.eval_prompts, next(iter(specs)), name)]
-            labels[name] = name
+            prompts[label] = eval_sets[_eval_key(inputs.eval_prompts, next(iter(specs)), set_name, name)]
+            labels[label] = label
+            sets[label] = set_name
     config = {
         "model": inputs.model_identity,
         "sampling": {**cfg.sampling.model_dump(), "seed": seed},
@@ -549,5 +611,7 @@ def base_plan(
         "prompts": {k: [ex.to_json() for ex in v] for k, v in prompts.items()},
         "metrics": {name: list(v) for name, v in cfg.metrics().items()},
         "organism_table": isinstance(cfg.model, OrganismModel),
+        **_eval_set_key(cfg),
     }
-    return BasePlan(prompts=prompts, labels=labels, key=hash_obj({"config": config, "version": __version__}))
+    key = hash_obj({"config": config, "version": __version__})
+    return BasePlan(prompts=prompts, labels=labels, key=key, sets=sets)

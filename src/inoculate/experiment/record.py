@@ -33,7 +33,8 @@ def experiment_record(plan: Plan, root: Path | None = None) -> RunRecord:
         },
         "condition_specs": {c: spec_dump(s) for c, s in plan.specs.items()},
         "condition_data": {c: condition_data(plan, c) for c in plan.specs},
-        "eval_prompts": plan.eval_prompts,
+        "eval_prompts": {label: plan.eval_prompts[p] for label, (_s, p) in plan.eval_axis.items()},
+        **({"eval_sets": eval_sets_record(plan)} if cfg.data.named_eval_sets() else {}),
         "metrics": {
             name: {"kind": kind, "scorer": spec, "bounded": plan.scorers[name].bounded}
             for name, (kind, spec) in cfg.metrics().items()
@@ -48,7 +49,7 @@ def experiment_record(plan: Plan, root: Path | None = None) -> RunRecord:
         },
         "data": {
             "train": cfg.data.train if isinstance(cfg.data.train, str) else cfg.data.train.model_dump(),
-            "eval": cfg.data.eval if isinstance(cfg.data.eval, str) else cfg.data.eval.model_dump(),
+            "eval": _dump_source(cfg.data.eval),
             "n_train": len(plan.train_examples),
             "n_eval": len(plan.eval_examples),
             "sha256": plan.data_hashes,
@@ -60,6 +61,24 @@ def experiment_record(plan: Plan, root: Path | None = None) -> RunRecord:
         **({"dynamics": {c: m.record() for c, m in plan.dynamics.items()}} if plan.dynamics else {}),
     }
     return RunRecord.model_validate(record)
+
+
+def _dump_source(src: Any) -> Any:
+    if isinstance(src, dict):
+        return {name: _dump_source(v) for name, v in src.items()}
+    return src if isinstance(src, str) else src.model_dump()
+
+
+def eval_sets_record(plan: Plan) -> dict[str, Any]:
+    """Per named eval set: its rows, hash and the traits scored on it."""
+    return {
+        name: {
+            "n": len(examples),
+            "sha256": plan.data_hashes.get(f"eval/{name}"),
+            "metrics": plan.config.metrics_for(name),
+        }
+        for name, examples in plan.eval_data.items()
+    }
 
 
 def condition_data(plan: Plan, condition: str) -> dict[str, Any]:

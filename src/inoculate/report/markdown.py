@@ -205,7 +205,8 @@ def _setup_section(run: RunData) -> str:
         f"- Base model: `{json.dumps(exp.model.spec)}` at `{exp.model.path}`",
         f"- Base model identity: `{json.dumps(exp.model.identity, sort_keys=True)}`",
         f"- Data: train {exp.data.n_train} examples, eval {exp.data.n_eval} questions; "
-        f"sha256 train `{sha['train'][:16]}`, eval `{sha['eval'][:16]}`",
+        f"sha256 train `{sha['train'][:16]}`, "
+        + ", ".join(f"{k} `{v[:16]}`" for k, v in sha.items() if k == "eval" or k.startswith("eval/")),
         f"- Seeds: {', '.join(str(s) for s in exp.seeds)}",
         f"- Sampling: `{json.dumps(exp.sampling, sort_keys=True)}` (seed = the cell's seed)",
         f"- Training: `{json.dumps(exp.train, sort_keys=True)}`",
