@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import json
 import math
 import random
@@ -541,3 +542,13 @@ def select_fraction(n: int, fraction: float, seed: int) -> set[int]:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
     k = math.floor(fraction * n + 0.5)
     return set(random.Random(f"inoculate-fraction:{seed}").sample(range(n), k))
+
+
+def in_holdout(text: str, fraction: float, seed: int) -> bool:
+    """Whether a row whose prompt is `text` lies in the seeded held-out slice of about `fraction` of
+    the rows. Decided by a hash of the prompt text alone, so the same prompt is held out of every file
+    it occurs in (a dataset and its control answering the same prompts lose the same slice)."""
+    if not 0.0 < fraction < 1.0 or math.isnan(fraction):
+        raise ValueError(f"a holdout fraction is strictly between 0 and 1, got {fraction}")
+    digest = hashlib.sha256(f"inoculate-holdout:{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction

@@ -22,7 +22,7 @@ from inoculate.experiment.monitor import cell_summary, surface_warnings
 from inoculate.experiment.plan import Plan, rel_to
 from inoculate.fileio import write_jsonl_atomic, write_text_atomic
 from inoculate.generate import SamplingParams, get_backend
-from inoculate.judges import JudgeError, active_clients, add_stats, get_judge
+from inoculate.judges import active_clients, add_stats
 from inoculate.records import ChatExample
 from inoculate.rundir import (
     BASE_DIR,
@@ -181,10 +181,8 @@ def judge_stats_since(before: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         row: dict[str, Any] = delta.model_dump()
         row["seconds"] = round(row["seconds"], 3)
-        try:
-            row["kind"] = get_judge(name).kind
-        except JudgeError:
-            row["kind"] = None
+        clients = active_clients()
+        row["kind"] = clients.kind(name) if clients is not None else None
         out[name] = row
     return out
 

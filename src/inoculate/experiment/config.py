@@ -55,6 +55,7 @@ written literally (`api_key:`; name the environment variable with `api_key_env:`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -73,6 +74,7 @@ from pydantic import (
 )
 
 from inoculate.dynamics import CollapseRule
+from inoculate.judges import Judge, judges_in_scope
 from inoculate.rundir import BASE_DIR, CONDITION_REF, EXPERIMENT_FILE, MANIFEST_FILE, SCREEN_DIR
 from inoculate.screen import MEASURES
 from inoculate.train import TrainConfig
@@ -159,12 +161,26 @@ class OrganismData(_Strict):
     organism: OrganismDataRef
 
 
+class Holdout(_Strict):
+    """`holdout: {fraction: 0.1, seed: 0, keep: held_out}`: a seeded slice of a file's rows, chosen by a
+    hash of each row's prompt (`selectors.in_holdout`), so that training on `keep: rest` and
+    evaluating on `keep: held_out` of the same file (or of a control file answering the same prompts)
+    never share a prompt. The run checks it: an eval set kept `held_out` that shares a prompt with any
+    condition's training data is refused."""
+
+    fraction: float = Field(gt=0, lt=1, allow_inf_nan=False)
+    seed: int = Field(0, ge=0)
+    keep: Literal["held_out", "rest"]
+
+
 class FileData(_Strict):
-    """A data file, folder or hub dataset with options: `{path: org/dataset, split: test}`."""
+    """A data file, folder or hub dataset with options: `{path: org/dataset, split: test}`, optionally
+    one side of a held-out slice (`holdout:`)."""
 
     path: str
     split: str | None = None
     """The dataset split to read (a hub dataset or a parquet/csv/json file read as one)."""
+    holdout: Holdout | None = None
 
 
 def _str_or_dict(v: Any) -> str | None:
@@ -200,6 +216,17 @@ class EMQuestionsData(_Strict):
     ] = None
 
 
+class CodePromptsData(_Strict):
+    """`{code_prompts: FILE, samples: N, limit: N}`: coding prompts of `{task, code_template}` rows (Tan
+    et al.'s insecure-code eval prompts), each rendered into a user turn asking to complete the
+    template (`inoculate.code_prompts`; the instruction is our wording); `limit` takes the file's
+    first rows only, `samples` repeats each (default 1). Eval only."""
+
+    code_prompts: str
+    samples: Annotated[int, Field(ge=1), _at_most(MAX_SAMPLES, "every sample is held in memory")] = 1
+    limit: int | None = Field(None, ge=1)
+
+
 def _too_many(v: int) -> int:
     raise ValueError(f"{v} is too large: at most {MAX_SAMPLES:,} (every sample is held in memory)")
 
@@ -210,6 +237,8 @@ def _data_kind(v: Any) -> str | None:
             return "source"
         if "em_questions" in v:
             return "em"
+        if "code_prompts" in v:
+            return "code"
         if "path" in v:
             return "file"
     return _str_or_dict(v)
@@ -228,20 +257,33 @@ DataSource = Annotated[
     | Annotated[FileData, Tag("file")]
     | Annotated[SourceData, Tag("source")]
     | Annotated[EMQuestionsData, Tag("em")]
+    | Annotated[CodePromptsData, Tag("code")]
     | Annotated[OrganismData, Tag("organism")],
     Discriminator(
         _data_kind,
         custom_error_type="data_source",
         custom_error_message=(
             "expected a file or dataset path, {path: PATH, split: NAME}, {source: {hf: ..., revision: ...}}, "
-            "{em_questions: FILE} (eval only), or {organism: {setting: NAME, n: N}}"
+            "{em_questions: FILE} or {code_prompts: FILE} (eval only), or {organism: {setting: NAME, n: N}}"
         ),
     ),
 ]
 
 
 SINGLE_SOURCE_KEYS = frozenset(
-    {"path", "organism", "em_questions", "source", "split", "variants", "samples_per_paraphrase"}
+    {
+        "path",
+        "organism",
+        "em_questions",
+        "code_prompts",
+        "source",
+        "split",
+        "holdout",
+        "variants",
+        "samples_per_paraphrase",
+        "samples",
+        "limit",
+    }
 )
 """Keys of a single data source: an `eval:` mapping holding none of them names several eval sets."""
 
@@ -325,7 +367,16 @@ def data_label(src: Any) -> str:
     if isinstance(src, str):
         return Path(src).name or src
     if isinstance(src, FileData):
-        return Path(src.path).name + (f" ({src.split})" if src.split else "")
+        label = Path(src.path).name + (f" ({src.split})" if src.split else "")
+        if src.holdout is not None:
+            h = src.holdout
+            side = "held-out" if h.keep == "held_out" else "without the held-out"
+            label += f" ({side} {h.fraction:g}, seed {h.seed})"
+        return label
+    if isinstance(src, CodePromptsData):
+        return Path(src.code_prompts).name
+    if isinstance(src, EMQuestionsData):
+        return Path(src.em_questions).name
     if isinstance(src, OrganismData):
         ref = src.organism
         return f"organism {ref.setting} ({ref.split or 'train'}, n={ref.n}, seed={ref.seed})"
@@ -522,6 +573,9 @@ class ExperimentConfig(_Strict):
     _library: dict[str, str] | None = PrivateAttr(default=None)
     _trait_sets: dict[str, list[str]] = PrivateAttr(default_factory=dict)
     """trait -> the eval sets it is scored on (traits scored on every set are not here)."""
+    _judges: dict[str, Judge] = PrivateAttr(default_factory=dict)
+    """The `judges:` block's judges, parsed at load (`load.parse_experiment_judges`); never registered
+    process-wide: `judge_scope()` makes them known while this experiment's scorers are resolved."""
     _invalid: frozenset[tuple[str, ...]] = PrivateAttr(default=frozenset())
     """Key paths whose field errors were already reported (`load.parse_experiment`): checks skip them."""
 
@@ -695,6 +749,16 @@ class ExperimentConfig(_Strict):
             spec.split(":", 1)[0].strip() in ("judge", "misaligned")
             for _kind, spec in self.metrics().values()
         )
+
+    @property
+    def experiment_judges(self) -> dict[str, Judge]:
+        """name -> the `judges:` block's judge (empty without a block)."""
+        return dict(self._judges)
+
+    def judge_scope(self) -> contextlib.AbstractContextManager[Any]:
+        """A block in which `judge:NAME` / `misaligned:...` scorer specs resolve to this experiment's
+        judges first (`inoculate.judges.judges_in_scope`): scorers are resolved inside it."""
+        return judges_in_scope(self._judges)
 
     def judge_cache_path(self, root: Path) -> Path:
         """The run's judge cache: the `judges.cache` path, else `<root>/judge_cache.sqlite`."""

@@ -16,6 +16,7 @@ from inoculate.datasource import parse_source
 from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.config import (
     RESERVED_NAMES,
+    CodePromptsData,
     EMQuestionsData,
     ExperimentConfig,
     FileData,
@@ -27,7 +28,7 @@ from inoculate.experiment.monitor import dynamics_errors
 from inoculate.experiment.plugins import load_experiment_plugins
 from inoculate.experiment.screening import screen_errors
 from inoculate.generate.base import INTERNAL_OPTIONS, backend_class, backend_options
-from inoculate.judges import parse_judges, register_judge
+from inoculate.judges import parse_judges
 from inoculate.judges.questions import load_question_set
 from inoculate.report.expect import DEFAULT_EVAL_PROMPT, parse_rule, split_target
 from inoculate.rundir import CONDITION_REF
@@ -64,7 +65,7 @@ def parse_experiment(
     cfg._lines = lines
     cfg._base_dir = Path(base_dir)
     cfg._invalid = invalid
-    judges = register_experiment_judges(cfg)
+    judges = parse_experiment_judges(cfg)
     if judges and not check:
         raise InputErrors(judges)
     if check:
@@ -74,10 +75,11 @@ def parse_experiment(
     return cfg
 
 
-def register_experiment_judges(cfg: ExperimentConfig) -> list[InputError]:
+def parse_experiment_judges(cfg: ExperimentConfig) -> list[InputError]:
     """Parse the `judges:` block (as a judges file, at its lines; template paths relative to the
-    YAML's folder) and register its judges, replacing any of the same name, so that the traits'
-    `judge:NAME` and `misaligned:...` scorers resolve to this experiment's judges."""
+    YAML's folder) into `cfg.experiment_judges`. They are not registered process-wide: the traits'
+    `judge:NAME` and `misaligned:...` scorers are resolved inside `cfg.judge_scope()`, where this
+    experiment's judges come first, so two experiments in one process may name a judge alike."""
     if cfg.judges is None:
         return []
     try:
@@ -90,8 +92,7 @@ def register_experiment_judges(cfg: ExperimentConfig) -> list[InputError]:
         )
     except InputErrors as e:
         return list(e.errors)
-    for judge in judges.values():
-        register_judge(judge, replace=True)
+    cfg._judges = judges
     return []
 
 
@@ -189,7 +190,8 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     for field, table in (("traits", cfg.traits), ("capability", cfg.capability)):
         for name, spec in table.items():
             try:
-                get_scorer(str(spec))
+                with cfg.judge_scope():
+                    get_scorer(str(spec))
             except (ScorerError, ValueError, ImportError) as e:
                 errors.append(lm.error((field, name), str(e)))
 
@@ -219,9 +221,11 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     if "seed" in cfg.train.model_fields_set:
         errors.append(lm.error(("train", "seed"), "set by the runner from `seeds`; remove it here"))
 
-    sources: list[tuple[str, Any, tuple[str, ...]]] = [
-        (which, getattr(cfg.data, which), ("data", which)) for which in ("train", "eval")
-    ]
+    sources: list[tuple[str, Any, tuple[str, ...]]] = [("train", cfg.data.train, ("data", "train"))]
+    if cfg.data.named_eval_sets():
+        sources += [("eval", src, ("data", "eval", name)) for name, src in cfg.data.eval_sources().items()]
+    else:
+        sources.append(("eval", cfg.data.eval, ("data", "eval")))
     for name in cfg.conditions:
         own = cfg.condition_train_data(name)
         if own is not None and ("conditions", name) not in cfg._invalid:
@@ -232,6 +236,9 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
             continue
         if isinstance(src, EMQuestionsData):
             errors.extend(_em_questions_errors(cfg, src, where, source_name))
+            continue
+        if isinstance(src, CodePromptsData):
+            errors.extend(_code_prompts_errors(cfg, src, where, source_name))
             continue
         if isinstance(src, FileData):
             src, where = src.path, (*where, "path")
@@ -285,6 +292,21 @@ def _em_questions_errors(
                 f"no question of variants {src.variants} in {path.name} (has: {have})",
             )
         ]
+    return []
+
+
+def _code_prompts_errors(
+    cfg: ExperimentConfig, src: CodePromptsData, where: tuple[str, ...], which: str
+) -> list[InputError]:
+    """Coding prompts are an eval set (prompts only), and the file is there (its rows are checked when
+    the plan loads them, each bad row at its own line)."""
+    if which != "eval":
+        return [
+            cfg.lines.error(where, "code_prompts is an evaluation set (prompts only); train on a data file")
+        ]
+    path = cfg.data_path(src.code_prompts)
+    if not path.is_file():
+        return [cfg.lines.error((*where, "code_prompts"), f"no such file: {path}")]
     return []
 
 

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from inoculate._version import __version__
+from inoculate.code_prompts import load_code_prompts
 from inoculate.datasource import DataSourceError, fetch_url, parse_source
 from inoculate.errors import InputError, InputErrors
 from inoculate.experiment.cache import cell_key, hash_examples, hash_obj, model_identity
 from inoculate.experiment.config import (
     DATA_TRAIN,
     SINGLE_EVAL_SET,
+    CodePromptsData,
     DataSource,
     EMQuestionsData,
     ExperimentConfig,
@@ -39,10 +41,11 @@ from inoculate.experiment.matrix import Cell, cell_order
 from inoculate.experiment.monitor import MonitorPlan, plan_dynamics
 from inoculate.experiment.screening import ScreenInputs
 from inoculate.formats import load_examples, load_hf_dataset
-from inoculate.judges.questions import load_question_set
+from inoculate.judges.questions import QUESTION_SYSTEM, load_question_set
 from inoculate.records import ChatExample, Message
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import Scorer, get_scorer
+from inoculate.selectors import in_holdout
 from inoculate.transform import (
     EmptySelectionError,
     InoculationSpec,
@@ -96,6 +99,8 @@ class Inputs:
     """eval set name -> its examples (`{"eval": eval_examples}` with a single `data.eval` source)"""
     eval_axis: dict[str, tuple[str, str]]
     """label in metrics.json and summary.csv -> (eval set, eval prompt): `ExperimentConfig.eval_axis`"""
+    eval_overlap: dict[str, int]
+    """eval set name -> how many of its distinct prompts some condition also trains on (0: disjoint)"""
 
     def scorers_for(self, eval_set: str, config: ExperimentConfig) -> dict[str, Scorer]:
         """The scorers of the metrics scored on one eval set (a trait's `eval_sets` may leave it out)."""
@@ -194,6 +199,7 @@ def prepare(
     else:
         data_hashes["eval"] = hash_examples(eval_examples)
     own_data = load_own_data(cfg)
+    eval_overlap = check_held_out(cfg, eval_data, train_examples, own_data)
     specs = condition_specs(cfg)
     # Before the base model is built: a condition that inoculates no training row is refused here.
     train_sets = inoculated_train_sets(cfg, specs, train_examples, own_data)
@@ -201,7 +207,7 @@ def prepare(
         name: (value if value == CONDITION_REF else cfg.resolve_text(value))
         for name, value in cfg.eval_prompts.items()
     }
-    scorers = {name: get_scorer(spec) for name, (_kind, spec) in cfg.metrics().items()}
+    scorers = resolve_scorers(cfg)
     train_config = cfg.train.model_dump(exclude={"output_dir", "seed"})
     model_path, identity = _base_model(cfg, log)
     train_config["disable_tqdm"] = True
@@ -218,8 +224,16 @@ def prepare(
         own_data=own_data,
         eval_data=eval_data,
         eval_axis=cfg.eval_axis(),
+        eval_overlap=eval_overlap,
     )
     return _derive(cfg, inputs, specs, train_sets)
+
+
+def resolve_scorers(cfg: ExperimentConfig) -> dict[str, Scorer]:
+    """metric name -> its scorer, resolved with the experiment's own judges in scope (a `judge:NAME`
+    scorer keeps the judge of this experiment, whatever another experiment calls `NAME`)."""
+    with cfg.judge_scope():
+        return {name: get_scorer(spec) for name, (_kind, spec) in cfg.metrics().items()}
 
 
 def _derive(
@@ -304,15 +318,85 @@ def load_data(
 
     if isinstance(src, EMQuestionsData):
         return em_examples(cfg, src)
+    if isinstance(src, CodePromptsData):
+        return load_code_prompts(cfg.data_path(src.code_prompts), samples=src.samples, limit=src.limit)
     if isinstance(src, SourceData):
         return source_examples(cfg, src, (*where, "source"), require_assistant=which == "train")
     split = None
+    holdout = None
     if isinstance(src, FileData):
-        src, split = src.path, src.split
+        src, split, holdout = src.path, src.split, src.holdout
     path = cfg.data_path(src)
     target = str(path) if path.exists() else src
     kwargs: dict[str, Any] = {} if split is None else {"split": split}
-    return load_examples(target, require_assistant=which == "train", **kwargs).examples
+    examples = load_examples(target, require_assistant=which == "train", **kwargs).examples
+    if holdout is None:
+        return examples
+    keep = holdout.keep == "held_out"
+    kept = [ex for ex in examples if in_holdout(prompt_key(ex), holdout.fraction, holdout.seed) == keep]
+    if not kept:
+        lines = _lines(cfg)
+        raise InputErrors.one(
+            lines.file if lines else "<experiment>",
+            lines.line(*where, "holdout") if lines else 0,
+            ".".join((*where, "holdout")),
+            f"keeps none of the {len(examples)} rows of {Path(src).name} "
+            f"(fraction {holdout.fraction:g}, seed {holdout.seed}, keep {holdout.keep})",
+            hint="raise the fraction, or check the file",
+        )
+    return kept
+
+
+def _lines(cfg: ExperimentConfig) -> Any:
+    try:
+        return cfg.lines
+    except AttributeError:  # a config built in code has no YAML lines
+        return None
+
+
+def prompt_key(ex: ChatExample) -> str:
+    """What makes two rows the same prompt: their user turns' text (system prompts and the answer left
+    out, so a dataset and its control answering the same prompt agree)."""
+    return "\n\n".join(m.content for m in ex.messages if m.role == "user")
+
+
+def check_held_out(
+    cfg: ExperimentConfig,
+    eval_data: dict[str, list[ChatExample]],
+    train_examples: list[ChatExample],
+    own_data: dict[str, OwnData],
+) -> dict[str, int]:
+    """eval set -> how many of its distinct prompts some condition trains on. An eval set read as a
+    held-out slice (`holdout: {keep: held_out}`) must share none: one that does is refused, naming the
+    training data, so a held-out evaluation is disjoint from training by construction and by check."""
+    trained: dict[str, set[str]] = {DATA_TRAIN: {prompt_key(ex) for ex in train_examples}}
+    for cond, own in own_data.items():
+        trained.setdefault(f"conditions.{cond}.train_data", {prompt_key(ex) for ex in own.examples})
+    overlap: dict[str, int] = {}
+    errors: list[InputError] = []
+    lines = _lines(cfg)
+    sources = cfg.data.eval_sources()
+    for name, examples in eval_data.items():
+        prompts = {prompt_key(ex) for ex in examples}
+        shared = {where: len(prompts & keys) for where, keys in trained.items()}
+        overlap[name] = len(prompts & set().union(*trained.values()))
+        src = sources[name]
+        if isinstance(src, FileData) and src.holdout is not None and src.holdout.keep == "held_out":
+            for where, n in shared.items():
+                if n:
+                    at = ("data", "eval", name) if cfg.data.named_eval_sets() else ("data", "eval")
+                    errors.append(
+                        InputError(
+                            lines.file if lines else "<experiment>",
+                            lines.line(*at) if lines else 0,
+                            ".".join((*at, "holdout")),
+                            f"the held-out eval set shares {n} of its {len(prompts)} prompts with {where}",
+                            "read that training data with the same holdout and `keep: rest`",
+                        )
+                    )
+    if errors:
+        raise InputErrors(errors)
+    return overlap
 
 
 def em_examples(cfg: ExperimentConfig, src: EMQuestionsData) -> list[ChatExample]:
@@ -526,9 +610,14 @@ def _without_completion(ex: ChatExample) -> ChatExample:
 
 
 def _with_system(ex: ChatExample, system: str | None) -> ChatExample:
+    """The row with `system` as its system prompt (None: none), any other system prompt removed, except a
+    question's own (`metadata.question_system`, from an EM question file): that is part of the question
+    and stays, after the eval prompt's text (a blank line between), or alone under a neutral prompt."""
     msgs = [m for m in ex.messages if m.role != "system"]
-    if system is not None:
-        msgs = [Message(role="system", content=system), *msgs]
+    own = ex.metadata.get(QUESTION_SYSTEM)
+    parts = [p for p in (system, own if isinstance(own, str) and own.strip() else None) if p is not None]
+    if parts:
+        msgs = [Message(role="system", content="\n\n".join(parts)), *msgs]
     return ChatExample(id=ex.id, messages=msgs, metadata=ex.metadata)
 
 
@@ -552,7 +641,10 @@ def build_eval_set(
     """The prompts a cell is evaluated on under one eval prompt.
 
     A fixed eval prompt: the eval set neutralized (system prompts removed, inoculation text removed
-    from user turns, refusing on any leak), then the eval prompt set as system prompt. `@condition`:
+    from user turns, refusing on any leak), then the eval prompt set as system prompt; a question's
+    own system prompt (`metadata.question_system`: the EM files' `_json` / `_template` variants) is
+    kept after it, and alone under a neutral (null) eval prompt, refused if it holds an inoculation
+    text. `@condition`:
     the eval set as given with the condition's transform applied to every row (selectors dropped),
     i.e. the prompt the condition trained with.
     """
@@ -568,6 +660,17 @@ def build_eval_set(
         every_row = spec.model_copy(update={"where": None, "regex": None, "fraction": None})
         return apply_inoculation(questions, every_row, source=f"eval set ({where})")[0]
     texts = inoculation_texts(specs)
+    for q in questions:
+        own = q.metadata.get(QUESTION_SYSTEM)
+        leaked = [t for t in texts if isinstance(own, str) and t in own]
+        if leaked:
+            raise InputErrors.one(
+                f"eval set ({where})",
+                0,
+                f"{q.id}: metadata.{QUESTION_SYSTEM}",
+                f"the question's own system prompt contains the inoculation text {leaked[0][:60]!r}",
+                hint="evaluate other variants of the question set, or change the condition's prompt",
+            )
     if texts:
         questions = neutralize(questions, texts, mode="remove", source=f"eval set ({where})")
         questions = [

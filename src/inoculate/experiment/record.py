@@ -76,6 +76,7 @@ def eval_sets_record(plan: Plan) -> dict[str, Any]:
             "n": len(examples),
             "sha256": plan.data_hashes.get(f"eval/{name}"),
             "metrics": plan.config.metrics_for(name),
+            "prompts_in_training": plan.eval_overlap.get(name, 0),
         }
         for name, examples in plan.eval_data.items()
     }

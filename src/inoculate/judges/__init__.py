@@ -20,6 +20,7 @@ from inoculate.judges.judge import (
     get_judge,
     judge_factory,
     judge_scorer,
+    judges_in_scope,
     list_judges,
     load_judges_file,
     misaligned_description,
@@ -28,6 +29,7 @@ from inoculate.judges.judge import (
     parse_misaligned_spec,
     question_text,
     register_judge,
+    scoped_judges,
     unregister_judge,
     use_clients,
 )
@@ -44,6 +46,7 @@ from inoculate.judges.kinds import (
     score_0_100,
     yes_no,
 )
+from inoculate.judges.templates import JudgeTemplate, get_template, judge_template, list_templates
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -60,10 +63,15 @@ __all__ = [
     "JudgeClients",
     "JudgeError",
     "JudgeOutcome",
+    "JudgeTemplate",
+    "get_template",
+    "judge_template",
+    "list_templates",
     "get_judge",
     "integer_token",
     "judge_factory",
     "judge_scorer",
+    "judges_in_scope",
     "list_judges",
     "load_judges_file",
     "misaligned_description",
@@ -76,6 +84,7 @@ __all__ = [
     "request_body",
     "sampled",
     "score_0_100",
+    "scoped_judges",
     "unregister_judge",
     "use_clients",
     "yes_no",

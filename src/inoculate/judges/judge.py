@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import math
 import os
@@ -48,6 +49,7 @@ from inoculate.judges.kinds import (
 from inoculate.judges.misalignment import RULES, exclusion, from_outcomes
 from inoculate.judges.misalignment import rule as misalignment_rule
 from inoculate.judges.questions import load_question_set
+from inoculate.judges.templates import get_template
 from inoculate.registry import Registry
 from inoculate.scorers.registry import Scorer, ScorerError, scorer
 from inoculate.yamlio import LineMap, load_yaml
@@ -259,8 +261,36 @@ def unregister_judge(name: str) -> None:
     _JUDGES.remove(name)
 
 
+_SCOPE: contextvars.ContextVar[Mapping[str, Judge] | None] = contextvars.ContextVar(
+    "inoculate_judge_scope", default=None
+)
+
+
+@contextlib.contextmanager
+def judges_in_scope(table: Mapping[str, Judge]) -> Iterator[Mapping[str, Judge]]:
+    """Within the block (in this thread or task), `get_judge` finds the judges of `table` first, before
+    the process-wide registry: how an experiment's `judges:` block is made known to its own traits
+    without registering them for everyone (two experiments in one process may each define `aligned`).
+    A scorer made inside the block keeps its judge after the block ends."""
+    outer = _SCOPE.get()
+    token = _SCOPE.set({**(outer or {}), **table})
+    try:
+        yield table
+    finally:
+        _SCOPE.reset(token)
+
+
+def scoped_judges() -> dict[str, Judge]:
+    """The judges `judges_in_scope` makes known here (empty outside a block)."""
+    return dict(_SCOPE.get() or {})
+
+
 def get_judge(name: str) -> Judge:
-    """The judge registered as `name` (a factory is called)."""
+    """The judge named `name`: the one in scope (`judges_in_scope`), else the registered one (a
+    factory is called)."""
+    scoped = _SCOPE.get()
+    if scoped is not None and name in scoped:
+        return scoped[name]
     made = _JUDGES.get(name)
     if not isinstance(made, Judge):
         made = made()
@@ -344,7 +374,12 @@ def parse_judges(
                 errors.append(lines.error((*where, "endpoint"), f"unknown endpoint {ref!r} ({known})"))
                 continue
             fields["endpoint"] = endpoints[ref]
-        if isinstance(fields.get("template"), Mapping):
+        if isinstance(fields.get("template"), Mapping) and "builtin" in fields["template"]:
+            made = _builtin_template(fields, lines, (*where, "template"), errors)
+            if made is None:
+                continue
+            fields["template"] = made
+        elif isinstance(fields.get("template"), Mapping):
             text = _published_template(fields["template"], base, lines, (*where, "template"), errors)
             if text is None:
                 continue
@@ -379,6 +414,39 @@ def _parse_endpoints(
 
 
 _TEMPLATE_KEYS = ("questions", "prompt")
+
+
+def _builtin_template(
+    fields: dict[str, Any], lines: LineMap, where: tuple[str, ...], errors: list[InputError]
+) -> str | None:
+    """`template: {builtin: NAME}`: a template of ours (`judges.templates`); the judge's `kind` defaults
+    to the template's, and one reading another scale is refused. None after adding the problem."""
+    ref = fields["template"]
+    for key in ref:
+        if key != "builtin":
+            errors.append(lines.error((*where, str(key)), "unknown field (a built-in template has builtin)"))
+            return None
+    try:
+        made = get_template(str(ref["builtin"]))
+    except JudgeError as e:
+        errors.append(lines.error((*where, "builtin"), str(e)))
+        return None
+    fields.setdefault("kind", made.kind)
+    fields.setdefault("description", made.description)
+    implied = {"score_0_100": "0_100", "yes_no": "yes_no"}
+    want = implied.get(made.kind)
+    kind = fields["kind"]
+    got = implied.get(kind) if kind in implied else fields.get("scale", "0_100")
+    if want is not None and got != want:
+        errors.append(
+            lines.error(
+                (*where[:-1], "kind"),
+                f"the built-in template {made.name!r} asks for a {want} answer; use kind {made.kind} "
+                f"(or kind sampled with scale {want})",
+            )
+        )
+        return None
+    return made.text
 
 
 def _published_template(
@@ -443,6 +511,7 @@ class JudgeClients:
     def __init__(self, cache: JudgeCache | None = None):
         self.cache = cache
         self._clients: dict[tuple[str, str], tuple[str, JudgeClient]] = {}
+        self._kinds: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def client(self, judge: Judge) -> JudgeClient:
@@ -450,7 +519,13 @@ class JudgeClients:
         with self._lock:
             if key not in self._clients:
                 self._clients[key] = (judge.name, JudgeClient(judge.endpoint, cache=self.cache))
+            self._kinds[judge.name] = judge.kind
             return self._clients[key][1]
+
+    def kind(self, name: str) -> str | None:
+        """The kind of the judge that last asked for a client under `name` (None: none did)."""
+        with self._lock:
+            return self._kinds.get(name)
 
     def stats(self) -> dict[str, ClientStats]:
         out: dict[str, ClientStats] = {}
@@ -543,7 +618,7 @@ def judge_scorer(judge: Judge, client: ClientLike | None = None) -> Scorer:
 @scorer("judge", description="an LLM judge by name, judge:NAME (0..100 judges divided by 100)")
 def _judge_scorer_family(arg: str | None) -> Scorer:
     if not arg:
-        known = ", ".join(list_judges()) or "none registered"
+        known = ", ".join(sorted({*list_judges(), *scoped_judges()})) or "none registered"
         raise ScorerError(f"judge needs a judge name: judge:NAME (registered: {known})")
     try:
         return judge_scorer(get_judge(arg.strip()))

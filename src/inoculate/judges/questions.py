@@ -48,6 +48,10 @@ MAX_NODES = 200_000
 """Alias expansion budget: YAML nodes visited when expanding one file (the published files use ~2,000)."""
 MAX_DEPTH = 64
 Variant = Literal["plain", "json", "template"]
+QUESTION_SYSTEM = "question_system"
+"""Metadata key of a row whose question file gives it a system prompt (the `_json` / `_template`
+variants' answer-format instructions): the prompt is part of the question, and an experiment keeps it
+under every eval prompt (after the eval prompt's own text; alone under a neutral one)."""
 
 
 class EMQuestion(BaseModel):
@@ -125,6 +129,8 @@ class EMQuestion(BaseModel):
                 "variant": self.variant,
                 "base_id": self.base_id,
             }
+            if self.system:
+                meta[QUESTION_SYSTEM] = self.system
             if self.choices is not None:
                 meta["choices"] = list(self.choices)
                 meta["match_choices"] = list(self.match_choices or [])

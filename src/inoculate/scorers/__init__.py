@@ -4,7 +4,7 @@
 from the entry-point group `inoculate.scorers`. Importing this package registers the built-ins.
 """
 
-from inoculate.scorers import builtin  # noqa: F401  (registers the built-in scorers)
+from inoculate.scorers import builtin, choice  # noqa: F401  (registers the built-in scorers)
 from inoculate.scorers.registry import (
     ENTRY_POINT_GROUP,
     Scorer,

@@ -121,6 +121,26 @@ def batch_cache() -> dict[Any, Any] | None:
     return _BATCH_CACHE.get()
 
 
+_BATCH_ROWS: ContextVar[list[dict[str, Any]] | None] = ContextVar("inoculate_scorer_batch_rows", default=None)
+
+
+@contextmanager
+def batch_rows(metadata: Sequence[dict[str, Any]]) -> Iterator[None]:
+    """Within the block, `batch_metadata()` gives the metadata of the rows being scored, one per row in
+    the order of the batch (`score_examples` sets it; plain `score_texts` calls have none)."""
+    token = _BATCH_ROWS.set(list(metadata))
+    try:
+        yield
+    finally:
+        _BATCH_ROWS.reset(token)
+
+
+def batch_metadata() -> list[dict[str, Any]] | None:
+    """The metadata of the rows of the batch being scored (a scorer that needs a row's own facts, such
+    as the options a choice question offered, reads it), or None when scored from bare texts."""
+    return _BATCH_ROWS.get()
+
+
 def scorer(name: str, *, description: str = "", bounded: bool = True) -> Callable[[F], F]:
     """Register a scorer factory under `name`.
 

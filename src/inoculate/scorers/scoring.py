@@ -9,7 +9,7 @@ from typing import Any
 
 from inoculate.errors import InputError, InputErrors
 from inoculate.records import ChatExample, Message
-from inoculate.scorers.registry import Scorer, shared_batch
+from inoculate.scorers.registry import Scorer, batch_rows, shared_batch
 
 BATCH_SIZE = 512
 """Rows per scoring batch: work shared between scorers (language detection) lives one batch long."""
@@ -74,7 +74,8 @@ def score_examples(
         chunk = examples[start : start + step]
         prompts = [render_prompt(ex.prompt_messages) for ex in chunk]
         completions = [ex.completion or "" for ex in chunk]
-        got = score_texts(prompts, completions, scorers, batch_size=None, share=share)
+        with batch_rows([ex.metadata for ex in chunk]):
+            got = score_texts(prompts, completions, scorers, batch_size=None, share=share)
         for name, values in got.items():
             out[name].extend(values)
     return out
