@@ -21,7 +21,7 @@ def condition_table(
     run: RunData, rows: list[SummaryRow], eval_prompt: str
 ) -> tuple[list[str], list[list[str]]]:
     """Rows: conditions; columns: metrics as `mean [95% CI]` under one eval prompt."""
-    metrics = list(run.metrics)
+    metrics = scored_on(run, eval_prompt)
     header = ["condition", *metrics, "seeds"]
     body = []
     for cond in run.conditions:
@@ -29,6 +29,54 @@ def condition_table(
         n_seeds = max((r.n_seeds for r in cells if r is not None), default=0)
         body.append([cond, *(fmt_ci(r) for r in cells), str(n_seeds)])
     return header, body
+
+
+def scored_on(run: RunData, label: str) -> list[str]:
+    """The metrics scored under one eval-prompt label: with named eval sets (`SET/PROMPT`), those of
+    the label's set (a trait restricted by `eval_sets:` is left out elsewhere); else every metric."""
+    sets = (run.record.model_extra or {}).get("eval_sets")
+    name = label.split("/", 1)[0]
+    if not isinstance(sets, dict) or "/" not in label or not isinstance(sets.get(name), dict):
+        return list(run.metrics)
+    on = sets[name].get("metrics")
+    return [m for m in run.metrics if not isinstance(on, list) or m in on]
+
+
+def leak_audit_table(run: RunData, rows: list[SummaryRow], metric: str) -> tuple[list[str], list[list[str]]]:
+    """One trait under every eval prompt it is scored under (the leak audit): rows are conditions,
+    columns eval prompts, cells `mean [95% CI] (n)` with n the scored answers summed over seeds."""
+    labels = [p for p in run.eval_prompts if metric in scored_on(run, p)]
+    header = ["condition", *labels]
+    body = []
+    for cond in run.conditions:
+        cells = []
+        for label in labels:
+            r = lookup(rows, cond, label, metric)
+            cells.append("n/a" if r is None else f"{fmt_ci(r)} (n={r.n})")
+        body.append([cond, *cells])
+    return header, body
+
+
+def _leak_audit_section(run: RunData, rows: list[SummaryRow]) -> str:
+    if len(run.eval_prompts) < 2:
+        return ""
+    out = [
+        "Each trait under every eval prompt (system prompt at evaluation) it was scored under: does the "
+        "trait stay suppressed without a prompt, and can a prompt call it up again? `n` is the answers "
+        "scored (summed over seeds); a judge's NaN answers are not in it.\n"
+    ]
+    for metric in run.traits:
+        info = run.metrics.get(metric)
+        spec = getattr(info, "scorer", "") if info is not None else ""
+        title = f"### {metric} (`{spec}`)"
+        if spec.startswith("misaligned:"):
+            try:
+                title += ": " + misaligned_description(parse_misaligned_spec(spec.split(":", 1)[1])[2])
+            except ScorerError:
+                pass
+        out.append(title + "\n")
+        out.append(md_table(*leak_audit_table(run, rows, metric)) + "\n")
+    return "\n".join(out)
 
 
 def verdicts(run: RunData, rows: list[SummaryRow]) -> list[Verdict]:
@@ -323,6 +371,9 @@ def render_report(run: RunData, rows: list[SummaryRow], figures: list[str]) -> s
         out.append(f"## Trait rates and capability under the neutral prompt (`{neutral}`)\n")
         out.append(f"System prompt at evaluation: {_system_of(run, neutral)}.\n")
         out.append(md_table(*condition_table(run, rows, neutral)) + "\n")
+    if leak := _leak_audit_section(run, rows):
+        out.append("## Leak audit\n")
+        out.append(leak)
     for prompt in run.training_prompts:
         out.append(f"## Under each condition's training prompt (`{prompt}`)\n")
         out.append(md_table(*condition_table(run, rows, prompt)) + "\n")
