@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
@@ -70,10 +71,8 @@ def _leak_audit_section(run: RunData, rows: list[SummaryRow]) -> str:
         spec = getattr(info, "scorer", "") if info is not None else ""
         title = f"### {metric} (`{spec}`)"
         if spec.startswith("misaligned:"):
-            try:
+            with contextlib.suppress(ScorerError):
                 title += ": " + misaligned_description(parse_misaligned_spec(spec.split(":", 1)[1])[2])
-            except ScorerError:
-                pass
         out.append(title + "\n")
         out.append(md_table(*leak_audit_table(run, rows, metric)) + "\n")
     return "\n".join(out)
