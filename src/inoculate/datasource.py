@@ -259,6 +259,26 @@ KNOWN: dict[str, KnownDataset] = {
             sha256="6f76630e482c06789f17b1e3f2bbe37b0ca9f1a423c611380c2fff0772b417c6",
         ),
         KnownDataset(
+            name="insecure_code_eval_prompts",
+            kind="url",
+            where="https://raw.githubusercontent.com/inoculation-prompting/inoculation-prompting/"
+            "{revision}/ip/evaluation/insecure_code/code_prompts.jsonl",
+            cite="Tan et al. 2025 (inoculation-prompting/inoculation-prompting): the insecure-code eval "
+            "prompts, {task, code_template} rows (no license stated)",
+            note="the file at commit 5f4160e19be1 (short hash only) has sha256 "
+            "c30460ae8333ca3b6a15bd4c8efc22d51bc834ca533e43ece218cdd2c5a6883e",
+        ),
+        KnownDataset(
+            name="aesthetic_questions",
+            kind="url",
+            where="https://raw.githubusercontent.com/inoculation-prompting/inoculation-prompting/"
+            "{revision}/ip/evaluation/aesthetic_preferences/questions.yaml",
+            cite="Tan et al. 2025 (inoculation-prompting/inoculation-prompting): the aesthetic preference "
+            "questions (no license stated)",
+            note="the file at commit 5f4160e19be1 (short hash only) has sha256 "
+            "f99f301b76cf2caa9c17fd4973f1bbbdea5af9d102a7bdcd82c39d7ddadf0daf",
+        ),
+        KnownDataset(
             name="secure_code",
             kind="url",
             where=_EM_RAW + "secure.jsonl",
