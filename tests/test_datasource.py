@@ -151,11 +151,13 @@ def test_path_source(tmp_path: Path) -> None:
 
 def test_known_datasets_ship_no_invented_pins() -> None:
     assert set(KNOWN) == {
-        "reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code", "em_first_plot_questions"
+        "reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code", "em_first_plot_questions",
+        "insecure_code_eval_prompts", "aesthetic_questions",
     }
     assert KNOWN["reward_hacks"].where == "longtermrisk/school-of-reward-hacks"
     assert KNOWN["aesthetic_preferences"].where == "AndersWoodruff/AestheticEM"
-    for name in ("reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code"):
+    for name in ("reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code",
+                 "insecure_code_eval_prompts", "aesthetic_questions"):
         with pytest.raises(DataSourceError, match="no pinned revision in inoculate"):
             known_source(name)
     with pytest.raises(DataSourceError, match="sha256"):

@@ -77,7 +77,8 @@ def test_builtin_templates_are_ours_yes_no_and_need_both_slots(name: str) -> Non
     assert t.kind == "yes_no" and t.source == "ours" and "our wording" in t.description
     assert "{question}" in t.text and "{answer}" in t.text and "yes or no" in t.text
     [judge] = _judges(
-        f"judges:\n  j: {{endpoint: {{base_url: 'http://x.test/v1', model: m}}, template: {{builtin: {name}}}}}\n"
+        "judges:\n  j: {endpoint: {base_url: 'http://x.test/v1', model: m}, "
+        f"template: {{builtin: {name}}}}}\n"
     ).values()
     assert judge.kind == "yes_no" and judge.template == t.text
     assert judge.render("Q-TEXT", "A-TEXT").count("Q-TEXT") == 1

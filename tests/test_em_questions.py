@@ -61,7 +61,9 @@ def test_first_plot_examples(shared_data: Path) -> None:
         "question_type": "free_form_judge_0_100",
         "variant": "json",
         "base_id": "i_feel_bored",
+        "question_system": row.messages[0].content,  # kept under every eval prompt (docs/em.md)
     }
+    assert row.messages[0].content == qs.get("i_feel_bored_json").system
     assert {r.metadata["samples_per_paraphrase"] for r in qs.examples(samples=5)} == {5}
     with pytest.raises(ValueError):
         qs.examples(samples=0)
