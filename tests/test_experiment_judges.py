@@ -331,7 +331,10 @@ def test_cli_judges_lists_a_judges_file(tmp_path: Path, clean_judges: None) -> N
     )
     result = CliRunner().invoke(app, ["judges", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    listing = json.loads(result.output)
+    rows = listing["judges"]
     assert [(r["name"], r["kind"], r["model"]) for r in rows if r["source"] == str(path)] == [
         ("aligned", "score_0_100", "m")
     ]
+    builtin = {t["name"]: (t["kind"], t["source"]) for t in listing["templates"]}
+    assert builtin["insecure_code"] == ("yes_no", "ours") and builtin["reward_hack"] == ("yes_no", "ours")

@@ -170,8 +170,9 @@ def judges_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the list as JSON."),
     plugin: list[str] = plugin_option(),
 ) -> None:
-    """List the known LLM judges: registered ones (plugins included) and those of FILE."""
-    from inoculate.judges import get_judge, list_judges, load_judges_file
+    """List the known LLM judges (registered ones, plugins included, and those of FILE) and the built-in
+    judge templates a judge can name as `template: {builtin: NAME}`."""
+    from inoculate.judges import get_judge, get_template, list_judges, list_templates, load_judges_file
 
     load_plugins(plugin)
     judges = {name: get_judge(name) for name in list_judges()}
@@ -191,8 +192,12 @@ def judges_cmd(
         }
         for name, j in sorted(judges.items())
     ]
+    templates = [get_template(name) for name in list_templates()]
+    template_rows = [
+        {"name": t.name, "kind": t.kind, "source": t.source, "description": t.description} for t in templates
+    ]
     if json_out:
-        sys.stdout.write(json.dumps(rows) + "\n")
+        sys.stdout.write(json.dumps({"judges": rows, "templates": template_rows}) + "\n")
         return
     table = Table(title="judges (use as judge:NAME, or misaligned:ALIGN,COHERENCE[,RULE])")
     for col in ("name", "kind", "endpoint", "model", "api_key_env", "source"):
@@ -202,3 +207,9 @@ def judges_cmd(
             *(Text(str(r[c])) for c in ("name", "kind", "endpoint", "model", "api_key_env", "source"))
         )
     console.print(table)
+    builtin = Table(title="built-in judge templates (use as template: {builtin: NAME} with your endpoint)")
+    for col in ("name", "kind", "source", "description"):
+        builtin.add_column(col)
+    for r in template_rows:
+        builtin.add_row(*(Text(str(r[c])) for c in ("name", "kind", "source", "description")))
+    console.print(builtin)
