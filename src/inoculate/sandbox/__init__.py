@@ -5,10 +5,13 @@
 """
 
 from inoculate.sandbox.isolation import Isolation, SandboxUnavailable, choose, detect
-from inoculate.sandbox.policy import SandboxPolicy
+from inoculate.sandbox.policy import UNSAFE_ENV, SandboxPolicy, default_policy, set_default_policy
 from inoculate.sandbox.run import Reason, RunRequest, RunResult, classify, run_many, run_one, run_tests
 
 __all__ = [
+    "UNSAFE_ENV",
+    "default_policy",
+    "set_default_policy",
     "Isolation",
     "Reason",
     "RunRequest",

@@ -29,7 +29,7 @@ def _mount_tmpfs(paths):
             continue
         if work == path or work.startswith(path.rstrip("/") + "/"):
             os.makedirs(work, exist_ok=True)
-            source = "/proc/self/fd/%d" % fd
+            source = f"/proc/self/fd/{fd}"
             if libc.mount(source.encode(), work.encode(), None, ms_bind, None) != 0:
                 libc.umount2(path.encode(), 2)  # MNT_DETACH: keep the working folder reachable
     os.chdir(work)

@@ -21,7 +21,7 @@ REFUSAL = (
 )
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(ValueError):
     """No isolation works here and unsafe execution was not requested."""
 
 
@@ -33,6 +33,12 @@ class Isolation:
     prefix: tuple[str, ...]
     as_nobody: bool
     python: str = sys.executable
+
+    def argv(self, work: str) -> list[str]:
+        """The prefix for a run whose working folder is `work` (bubblewrap binds it back read-write)."""
+        if self.kind == "bwrap":
+            return [*self.prefix, "--bind", work, work, "--chdir", work]
+        return list(self.prefix)
 
     @property
     def unsafe(self) -> bool:
@@ -56,8 +62,21 @@ def _bwrap_prefix() -> tuple[str, ...] | None:
     exe = shutil.which("bwrap")
     if not exe:
         return None
-    return (exe, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm")  # fmt: skip
+    return (
+        *(exe, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/"),
+        *(
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/var/tmp",
+            "--tmpfs",
+            "/dev/shm",
+        ),
+    )
 
 
 def _pythons() -> list[str]:

@@ -26,3 +26,21 @@ class SandboxPolicy(BaseModel):
     unsafe_exec: bool = Field(
         False, description="run without a namespace when none can be made (no isolation)"
     )
+
+
+UNSAFE_ENV = "INOCULATE_UNSAFE_EXEC"
+_default: SandboxPolicy | None = None
+
+
+def default_policy() -> SandboxPolicy:
+    """The policy scorers run code under: the one `set_default_policy` set, else the defaults, with
+    `unsafe_exec` on when the environment variable INOCULATE_UNSAFE_EXEC is 1 (the CLI's --unsafe-exec)."""
+    if _default is not None:
+        return _default
+    return SandboxPolicy(unsafe_exec=os.environ.get(UNSAFE_ENV, "").strip() == "1")
+
+
+def set_default_policy(policy: SandboxPolicy | None) -> None:
+    """Set (or with None, reset) the policy `default_policy` returns for this process."""
+    global _default
+    _default = policy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -117,10 +118,8 @@ def _rlimits(policy: SandboxPolicy) -> dict[str, int]:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # the run's session: unshare, the namespace's PID 1, children
-    except (ProcessLookupError, PermissionError):
-        pass
     proc.kill()
 
 
@@ -145,7 +144,7 @@ def run_one(req: RunRequest, policy: SandboxPolicy, isolation: Isolation) -> Run
             "program": _PROGRAM,
         }
         boot = resources.files("inoculate.sandbox").joinpath("_bootstrap.py").read_text(encoding="utf-8")
-        argv = [*isolation.prefix, isolation.python, "-I", "-c", boot, json.dumps(spec)]
+        argv = [*isolation.argv(str(work)), isolation.python, "-I", "-c", boot, json.dumps(spec)]
         out_path, err_path = base / "stdout", base / "stderr"
         start = time.monotonic()
         timed_out = False
