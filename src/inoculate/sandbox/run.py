@@ -91,6 +91,8 @@ def classify(code: int | None, timed_out: bool, marker_seen: bool, stderr_tail: 
     name = last.split(":", 1)[0].strip()
     if name == "AssertionError":
         return "assertion", last
+    if "[Errno 27]" in last:  # EFBIG: Python ignores SIGXFSZ, so the write fails instead
+        return "output_limit", f"file-size limit hit (output or a file too large): {last}"
     if name == "MemoryError":
         return "memory", "MemoryError (address-space limit)"
     if code == 1 and last:
