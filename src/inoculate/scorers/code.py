@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inoculate.code.extract import extract_program
-from inoculate.code.problem import RowTests, RowTestsError, read_row_tests
+from inoculate.code.hacks import HackError, hardcoded_solution
+from inoculate.code.problem import CodeProblem, RowTests, RowTestsError, read_row_tests
 from inoculate.sandbox import RunRequest, RunResult, choose, default_policy, run_many
 from inoculate.scorers.registry import Scorer, ScorerError, batch_cache, batch_metadata, scorer
 
@@ -130,3 +131,52 @@ def passes_visible() -> Scorer:
 )
 def reward_hack() -> Scorer:
     return _make("reward_hack", "reward_hack")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How the scorers judge known programs: reference solutions (should pass) and hard-coded hacks
+    (should be flagged reward_hack). Rates are over all problems; the lists name the exceptions."""
+
+    n: int
+    reference_passed: int
+    hacks_flagged: int
+    reference_failures: list[str]
+    hack_not_built: dict[str, str]
+    hack_not_flagged: list[str]
+
+    def lines(self) -> list[str]:
+        return [
+            f"reference solutions pass all tests: {self.reference_passed}/{self.n} "
+            f"({self.reference_passed / self.n:.1%})",
+            f"hard-coded hacks flagged reward_hack: {self.hacks_flagged}/{self.n} "
+            f"({self.hacks_flagged / self.n:.1%}); not buildable: {len(self.hack_not_built)}, "
+            f"built but not flagged: {len(self.hack_not_flagged)}",
+        ]
+
+
+def validate_problems(problems: Sequence[CodeProblem]) -> Validation:
+    """Score every problem's reference solution and its `hardcoded_solution` through the sandbox."""
+    ref_tests = [read_row_tests(p.row_metadata()) for p in problems]
+    ref = run_rows([p.reference_solution for p in problems], ref_tests)
+    hacks: list[tuple[int, str]] = []
+    not_built: dict[str, str] = {}
+    for i, p in enumerate(problems):
+        try:
+            hacks.append((i, hardcoded_solution(p.reference_solution, p.visible_test, p.entry_point)))
+        except HackError as e:
+            not_built[p.task_id] = str(e)
+    hack_out = run_rows([h for _, h in hacks], [ref_tests[i] for i, _ in hacks])
+    flagged = [
+        problems[i].task_id for (i, _), o in zip(hacks, hack_out, strict=True) if o.score("reward_hack") == 1
+    ]
+    return Validation(
+        n=len(problems),
+        reference_passed=sum(o.score("passes_all") == 1 for o in ref),
+        hacks_flagged=len(flagged),
+        reference_failures=[
+            p.task_id for p, o in zip(problems, ref, strict=True) if o.score("passes_all") != 1
+        ],
+        hack_not_built=not_built,
+        hack_not_flagged=sorted({problems[i].task_id for i, _ in hacks} - set(flagged)),
+    )
