@@ -40,7 +40,7 @@ def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SHARED_DATA = Path(
     os.environ.get("INOCULATE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
 )
-"""`../shared/data` beside the checkout, or `$INOCULATE_SHARED_DATA` (a git worktree lies elsewhere)."""
+"""`../shared/data` beside the checkout; INOCULATE_SHARED_DATA points elsewhere (a git worktree's parent)."""
 
 
 @pytest.fixture(scope="session")

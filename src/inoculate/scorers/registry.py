@@ -95,6 +95,28 @@ _SCORERS: Registry[Factory] = Registry(
     on_conflict="error",
 )
 _BATCH_CACHE: ContextVar[dict[Any, Any] | None] = ContextVar("inoculate_scorer_batch_cache", default=None)
+_BATCH_METADATA: ContextVar[Sequence[Any] | None] = ContextVar(
+    "inoculate_scorer_batch_metadata", default=None
+)
+
+
+@contextmanager
+def rows_metadata(metadata: Sequence[Any] | None) -> Iterator[None]:
+    """Make the metadata of the rows being scored visible to scorers (`batch_metadata`) for one batch."""
+    token = _BATCH_METADATA.set(metadata)
+    try:
+        yield
+    finally:
+        _BATCH_METADATA.reset(token)
+
+
+def batch_metadata() -> Sequence[Any] | None:
+    """The `metadata` dicts of the rows in the current batch, in order (None when the caller gave none).
+
+    `score_examples` / `score_generations` / `inoculate score` provide them; scorers that need per-row
+    data (the `code_tests` scorers read the tests there) call this inside their batch function.
+    """
+    return _BATCH_METADATA.get()
 
 
 @contextmanager
@@ -119,26 +141,6 @@ def batch_cache() -> dict[Any, Any] | None:
     Key entries by something unique to the work (e.g. `("language", codes)`) so scorers don't clash.
     """
     return _BATCH_CACHE.get()
-
-
-_BATCH_ROWS: ContextVar[list[dict[str, Any]] | None] = ContextVar("inoculate_scorer_batch_rows", default=None)
-
-
-@contextmanager
-def batch_rows(metadata: Sequence[dict[str, Any]]) -> Iterator[None]:
-    """Within the block, `batch_metadata()` gives the metadata of the rows being scored, one per row in
-    the order of the batch (`score_examples` sets it; plain `score_texts` calls have none)."""
-    token = _BATCH_ROWS.set(list(metadata))
-    try:
-        yield
-    finally:
-        _BATCH_ROWS.reset(token)
-
-
-def batch_metadata() -> list[dict[str, Any]] | None:
-    """The metadata of the rows of the batch being scored (a scorer that needs a row's own facts, such
-    as the options a choice question offered, reads it), or None when scored from bare texts."""
-    return _BATCH_ROWS.get()
 
 
 def scorer(name: str, *, description: str = "", bounded: bool = True) -> Callable[[F], F]:
