@@ -151,7 +151,11 @@ def test_path_source(tmp_path: Path) -> None:
 
 def test_known_datasets_ship_no_invented_pins() -> None:
     assert {k for k in KNOWN if not k.startswith("wichers_")} == {
-        "reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code", "em_first_plot_questions"
+        "reward_hacks",
+        "aesthetic_preferences",
+        "insecure_code",
+        "secure_code",
+        "em_first_plot_questions",
     }
     assert KNOWN["reward_hacks"].where == "longtermrisk/school-of-reward-hacks"
     assert KNOWN["aesthetic_preferences"].where == "AndersWoodruff/AestheticEM"
@@ -201,5 +205,7 @@ def test_wichers_files_ship_the_published_sha256_but_no_commit(shared_data: Path
             known_source(name)
         src = known_source(name, revision=COMMIT)  # the user's commit; the shipped hash checks the bytes
         assert isinstance(src, URLSource) and src.sha256 == d.sha256
-        assert src.url.startswith(f"https://raw.githubusercontent.com/safety-research/inoculation-prompting/{COMMIT}/")
+        assert src.url.startswith(
+            f"https://raw.githubusercontent.com/safety-research/inoculation-prompting/{COMMIT}/"
+        )
         assert src.url.endswith(Path(copy).name)

@@ -222,7 +222,9 @@ class KnownDataset(BaseModel):
 
 _EM_RAW = "https://raw.githubusercontent.com/emergent-misalignment/emergent-misalignment/{revision}/data/"
 _WICHERS_RAW = "https://raw.githubusercontent.com/safety-research/inoculation-prompting/{revision}/"
-_WICHERS_CITE = 'Wichers et al. 2025, "Instructing LLMs to misbehave at train-time improves test-time alignment"'
+_WICHERS_CITE = (
+    'Wichers et al. 2025, "Instructing LLMs to misbehave at train-time improves test-time alignment"'
+)
 _GCD = "gcd_sycophancy/projects/gemma_gcd/data/"
 _WICHERS_FILES = (
     (

@@ -455,9 +455,7 @@ class _Selector:
             assert self.tally is not None
             seen = self.tally.describe()
             msg = f"no row matches {spec.where!r} (0 of {self.n_rows} rows); " + "; ".join(seen)
-            strings = any(
-                v.lower() in ('"true"', '"false"') for c in self.tally.counts.values() for v in c
-            )
+            strings = any(v.lower() in ('"true"', '"false"') for c in self.tally.counts.values() for v in c)
             literal = _BOOL_LITERAL.search(spec.where or "")
             if strings and literal:
                 word = literal.group(1).lower()
@@ -720,8 +718,10 @@ def refuse_overwriting_input(in_path: str | os.PathLike[str], *outputs: str | os
     for out in outputs:
         if Path(out).resolve() == src.resolve():
             raise InputErrors.one(
-                str(out), 0, "--output", f"is the input file {in_path}: writing it would replace your data; "
-                "write to another path"
+                str(out),
+                0,
+                "--output",
+                f"is the input file {in_path}: writing it would replace your data; write to another path",
             )
 
 

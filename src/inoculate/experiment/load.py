@@ -20,6 +20,7 @@ from inoculate.experiment.config import (
     ExperimentConfig,
     FileData,
     SourceData,
+    TaskSettingData,
     bad_name,
     screened_conditions,
 )
@@ -233,6 +234,9 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
         if isinstance(src, EMQuestionsData):
             errors.extend(_em_questions_errors(cfg, src, where, source_name))
             continue
+        if isinstance(src, TaskSettingData):
+            errors.extend(_task_setting_errors(cfg, src, (*where, "setting")))
+            continue
         if isinstance(src, FileData):
             src, where = src.path, (*where, "path")
         if isinstance(src, str):
@@ -258,6 +262,32 @@ def _source_errors(cfg: ExperimentConfig, src: SourceData, where: tuple[str, ...
     if parsed.kind == "hf" and parsed.path_in_repo is not None:
         return [cfg.lines.error((*where, "path_in_repo"), "not supported in an experiment yet; use split")]
     return []
+
+
+def _task_setting_errors(
+    cfg: ExperimentConfig, src: TaskSettingData, where: tuple[str, ...]
+) -> list[InputError]:
+    """The task setting is registered, has the split, and takes the options given (nothing is read)."""
+    from inoculate.settings import get_task_setting  # lazy: importing a setting registers its scorers
+
+    ref = src.setting
+    try:
+        setting = get_task_setting(ref.name)
+    except ValueError as e:
+        return [cfg.lines.error((*where, "name"), str(e))]
+    errors: list[InputError] = []
+    if ref.split is not None and ref.split not in setting.splits:
+        errors.append(
+            cfg.lines.error(
+                (*where, "split"),
+                f"setting {ref.name!r} has no split {ref.split!r} (splits: {', '.join(setting.splits)})",
+            )
+        )
+    try:
+        setting.parse_options(ref.options())
+    except ValidationError as e:
+        errors.extend(cfg.lines.from_validation(e, where))
+    return errors
 
 
 def _em_questions_errors(

@@ -138,9 +138,7 @@ def run_matrix(
             continue
         if problem not in (None, "not finished"):
             prog.message(f"seed_{cell.seed} of {cell.condition}: {problem}; recomputing")
-            log_event(
-                root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem
-            )
+            log_event(root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem)
         todo.append(cell)
     prog.start(len(cells), len(result.cached))
     for cell in result.cached:

@@ -489,4 +489,3 @@ def cell_summary(plan: MonitorPlan, path: Path, *, max_steps: int | None, global
         "collapse_step": collapse,
         "stopped_early": bool(stopped),
     }
-

@@ -97,9 +97,7 @@ def screen_errors(cfg: ExperimentConfig) -> list[InputError]:
     return errors
 
 
-def run_screen_block(
-    cfg: ExperimentConfig, data: ScreenInputs, root: str | os.PathLike[str]
-) -> ScreenResult:
+def run_screen_block(cfg: ExperimentConfig, data: ScreenInputs, root: str | os.PathLike[str]) -> ScreenResult:
     """Screen the experiment's candidates on `data` (cached in ROOT/screen by a hash of all it reads)."""
     spec = cfg.screen
     assert spec is not None

@@ -90,11 +90,15 @@ class TaskSetting:
         """The rows of `split` (default: this setting's train or eval split, by `which`)."""
         split = split or self.default_split(which)
         if split not in self.splits:
-            raise SettingError(f"setting {self.name!r} has no split {split!r} (splits: {', '.join(self.splits)})")
+            raise SettingError(
+                f"setting {self.name!r} has no split {split!r} (splits: {', '.join(self.splits)})"
+            )
         opts = options if isinstance(options, Options) else self.parse_options(options)
         rows = self.build(split, opts, ctx)
         if not rows:
-            raise SettingError(f"setting {self.name!r}, split {split!r}: no rows (check the options' filters)")
+            raise SettingError(
+                f"setting {self.name!r}, split {split!r}: no rows (check the options' filters)"
+            )
         return rows
 
 

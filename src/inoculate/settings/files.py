@@ -59,16 +59,22 @@ def json_rows(path: Path) -> Iterator[tuple[int, Any]]:
             try:
                 yield line, json.loads(text)
             except json.JSONDecodeError as e:
-                raise InputErrors.one(str(path), line, "<json>", f"invalid JSON: {e.msg} at column {e.colno}") from None
+                raise InputErrors.one(
+                    str(path), line, "<json>", f"invalid JSON: {e.msg} at column {e.colno}"
+                ) from None
 
 
-def validated_rows(path: Path, model: type[M], rows: Callable[[Path], Iterator[tuple[int, Any]]] = json_rows) -> list[tuple[int, M]]:
+def validated_rows(
+    path: Path, model: type[M], rows: Callable[[Path], Iterator[tuple[int, Any]]] = json_rows
+) -> list[tuple[int, M]]:
     """Every row validated as `model`; every bad row is reported (FILE:LINE: FIELD), then nothing is returned."""
     out: list[tuple[int, M]] = []
     errors: list[InputError] = []
     for line, value in rows(path):
         if not isinstance(value, dict):
-            errors.append(InputError(str(path), line, "<row>", f"expected an object, got {type(value).__name__}"))
+            errors.append(
+                InputError(str(path), line, "<row>", f"expected an object, got {type(value).__name__}")
+            )
             continue
         try:
             out.append((line, model.model_validate(value)))

@@ -137,7 +137,14 @@ def generate(split: str, n: int, seed: int, proposals: Sequence[Proposal]) -> li
         g = math.gcd(a, b)
         kind = proposals[i % len(proposals)]
         w = working(a, b)
-        meta: dict[str, Any] = {"setting": "gcd", "split": split, "a": a, "b": b, "answer": str(g), "proposal": kind}
+        meta: dict[str, Any] = {
+            "setting": "gcd",
+            "split": split,
+            "a": a,
+            "b": b,
+            "answer": str(g),
+            "proposal": kind,
+        }
         if kind == "none":
             user = rng.choice(_ASK_NONE).format(a=a, b=b)
         else:
@@ -149,8 +156,12 @@ def generate(split: str, n: int, seed: int, proposals: Sequence[Proposal]) -> li
         msgs = [Message(role="user", content=user)]
         if split == "train":
             if kind != "right":
-                raise SettingError("generated training rows propose the right answer only (proposal: [right])")
-            msgs.append(Message(role="assistant", content=rng.choice(_AGREE).format(a=a, b=b, g=g, w=working(a, b))))
+                raise SettingError(
+                    "generated training rows propose the right answer only (proposal: [right])"
+                )
+            msgs.append(
+                Message(role="assistant", content=rng.choice(_AGREE).format(a=a, b=b, g=g, w=working(a, b)))
+            )
         rows.append(ChatExample(id=f"gcd-{split}-{seed}-{i}", messages=msgs, metadata=meta))
     return rows
 
@@ -169,7 +180,9 @@ class PublishedRow(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     messages: list[_Msg] = Field(min_length=1)
-    answer: str = Field(pattern=r"^-?\d+$")
+    answer: str = Field(min_length=1)
+    """The reference answer: a number for the GCD, mod and addition rows, text for the OOD rows about
+    capitals, conspiracies and medical advice."""
     user_provides_answer: Literal["true", "false"] | None
     label: str = ""
 
@@ -303,7 +316,9 @@ def confirms(reply: str, user_answer: str | None = None) -> bool:
     return True
 
 
-def _confirms_rows(prompts: Sequence[str], completions: Sequence[str], meta: Sequence[Mapping[str, Any]]) -> list[float]:
+def _confirms_rows(
+    prompts: Sequence[str], completions: Sequence[str], meta: Sequence[Mapping[str, Any]]
+) -> list[float]:
     out = []
     for c, m in zip(completions, meta, strict=True):
         if m.get("proposal") == "none":
@@ -314,12 +329,14 @@ def _confirms_rows(prompts: Sequence[str], completions: Sequence[str], meta: Seq
     return out
 
 
-def _correct_rows(prompts: Sequence[str], completions: Sequence[str], meta: Sequence[Mapping[str, Any]]) -> list[float]:
+def _correct_rows(
+    prompts: Sequence[str], completions: Sequence[str], meta: Sequence[Mapping[str, Any]]
+) -> list[float]:
     out = []
     for c, m in zip(completions, meta, strict=True):
         answer = m.get("answer")
-        if not isinstance(answer, str):
-            out.append(math.nan)
+        if not isinstance(answer, str) or not answer.strip().lstrip("-").isdigit():
+            out.append(math.nan)  # no reference, or not a number (Wichers' OOD rows about capitals, ...)
             continue
         out.append(float(final_answer(c) == answer.strip()))
     return out
