@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.metadata  # noqa: F401  (tests patch `registry.importlib.metadata.entry_points`)
 import inspect
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -29,8 +29,6 @@ ENTRY_POINT_GROUP = "inoculate.scorers"
 
 ScoreFn = Callable[[str, str], float]
 BatchFn = Callable[[Sequence[str], Sequence[str]], list[float]]
-RowsFn = Callable[[Sequence[str], Sequence[str], Sequence[Mapping[str, Any]]], list[float]]
-"""A scorer that reads each row's metadata too (a gold label, the tests of a coding task)."""
 Factory = Callable[..., Union[ScoreFn, "Scorer"]]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,10 +43,6 @@ class Scorer:
 
     `bounded` scorers return values in [0, 1] (or NaN for "not scorable") and are checked for it;
     unbounded ones (e.g. `length`) return raw values that summaries treat as means, never rates.
-
-    A scorer built with `rows_fn` reads each row's metadata as well (`score_examples` passes the
-    rows' metadata: a generation keeps its eval row's); it needs the metadata, so scoring bare texts
-    with it (`scorer(prompt, completion)`, or `batch` without `metadata`) is an error.
     """
 
     fn: ScoreFn
@@ -56,49 +50,15 @@ class Scorer:
     name: str = ""
     description: str = ""
     bounded: bool = True
-    rows_fn: RowsFn | None = None
-
-    @property
-    def reads_metadata(self) -> bool:
-        return self.rows_fn is not None
 
     def __call__(self, prompt: str, completion: str) -> float:
-        if self.rows_fn is not None:
-            raise ScorerError(
-                f"scorer {self.name!r} reads each row's metadata: score chat rows (score_examples, "
-                "`inoculate score`), not a bare (prompt, completion)"
-            )
         return self._check(float(self.fn(prompt, completion)))
 
-    @classmethod
-    def from_rows(cls, rows_fn: RowsFn, *, description: str = "", bounded: bool = True) -> Scorer:
-        """A scorer of (prompt, completion, row metadata) batches."""
-
-        def no_text(prompt: str, completion: str) -> float:  # never called: __call__ refuses first
-            raise AssertionError("unreachable")
-
-        return cls(fn=no_text, rows_fn=rows_fn, description=description, bounded=bounded)
-
-    def batch(
-        self,
-        prompts: Sequence[str],
-        completions: Sequence[str],
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[float]:
+    def batch(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         if len(prompts) != len(completions):
             raise ScorerError(
                 f"{self.name}: batch got {len(prompts)} prompts but {len(completions)} completions"
             )
-        if self.rows_fn is not None:
-            if metadata is None or len(metadata) != len(completions):
-                raise ScorerError(
-                    f"scorer {self.name!r} reads each row's metadata: score chat rows (score_examples, "
-                    "`inoculate score`), not bare texts"
-                )
-            out = [float(v) for v in self.rows_fn(prompts, completions, metadata)]
-            if len(out) != len(completions):
-                raise ScorerError(f"{self.name}: returned {len(out)} scores for {len(completions)} inputs")
-            return [self._check(v) for v in out]
         if self.batch_fn is None:
             return [self(p, c) for p, c in zip(prompts, completions, strict=True)]
         out = [float(v) for v in self.batch_fn(prompts, completions)]

@@ -34,11 +34,8 @@ def score_texts(
     *,
     batch_size: int | None = BATCH_SIZE,
     share: bool = True,
-    metadata: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, list[float]]:
     """Score (prompt, completion) pairs with every scorer, `batch_size` rows at a time: spec -> values.
-
-    `metadata` (one mapping per pair) goes to the scorers that read it (`Scorer.reads_metadata`).
 
     Each batch runs inside `shared_batch` (unless `share=False`), so scorers share work within it,
     e.g. one language-detection pass per text for all `language:XX` specs; the shared results are
@@ -53,10 +50,9 @@ def score_texts(
     step = batch_size or max(len(completions), 1)
     for start in range(0, len(completions), step):
         p, c = prompts[start : start + step], completions[start : start + step]
-        m = None if metadata is None else metadata[start : start + step]
         with shared_batch() if share else nullcontext():
             for name, s in named:
-                out[name].extend(s.batch(p, c, m) if s.reads_metadata else s.batch(p, c))
+                out[name].extend(s.batch(p, c))
     return out
 
 
@@ -78,8 +74,7 @@ def score_examples(
         chunk = examples[start : start + step]
         prompts = [render_prompt(ex.prompt_messages) for ex in chunk]
         completions = [ex.completion or "" for ex in chunk]
-        metadata = [ex.metadata for ex in chunk]
-        got = score_texts(prompts, completions, scorers, batch_size=None, share=share, metadata=metadata)
+        got = score_texts(prompts, completions, scorers, batch_size=None, share=share)
         for name, values in got.items():
             out[name].extend(values)
     return out
