@@ -37,7 +37,10 @@ def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2", seed=2)
 
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(
+    os.environ.get("INOCULATE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
+"""`../shared/data` beside the checkout; INOCULATE_SHARED_DATA points elsewhere (a git worktree's parent)."""
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,7 @@ def check_writable_path(target: Path) -> None:
 def _naming(e: OSError, target: Path, tmp: str | None = None) -> OSError:
     """`e` naming the output path a user gave: a write error (no space left, I/O error) names no
     file, and one on the temp file or the rename names the temp file."""
+
     def ours(name: object) -> bool:
         if name is None or name in (tmp, str(target.parent), str(target)):
             return True

@@ -17,6 +17,7 @@ from inoculate.errors import InputErrors
 from inoculate.fileio import nan_to_null, write_jsonl_atomic
 from inoculate.formats import load_examples
 from inoculate.registry import load_plugins
+from inoculate.sandbox import SandboxPolicy, set_default_policy
 from inoculate.scorers import get_scorers, list_scorers, plugin_failures, score_generations
 from inoculate.scorers.scoring import row_clusters, row_seeds, scores_of
 
@@ -66,6 +67,12 @@ def score(
     ),
     plugin: list[str] = plugin_option(),
     bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed for bootstrap intervals."),
+    unsafe_exec: bool = typer.Option(
+        False,
+        "--unsafe-exec",
+        help="code_tests scorers: run model code WITHOUT a sandbox where no namespace can be made "
+        "(otherwise refused). Every output then says so.",
+    ),
 ) -> None:
     """Score the final assistant turn of every row; summarize with 95% intervals.
 
@@ -77,6 +84,8 @@ def score(
     from inoculate.stats import summarize_rows  # scipy is slow to import; keep `inoculate --help` fast
 
     load_plugins(plugin)
+    if unsafe_exec:
+        set_default_policy(SandboxPolicy(unsafe_exec=True))
     scorers = get_scorers(scorer)
     loaded = load_examples(path, skip_invalid=skip_invalid, split=split)
     for err in loaded.errors:

@@ -23,6 +23,7 @@ def fmt_ci(r: SummaryRow | None) -> str:
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     """A markdown table; `|` in a cell is escaped and newlines become spaces."""
+
     def esc(s: str) -> str:
         return s.replace("|", "\\|").replace("\n", " ")
 

@@ -90,9 +90,7 @@ def summary_rows(run: RunData) -> list[SummaryRow]:
                 values = [c.value(prompt, metric) for c in present]
                 n_rows = sum(int(c.eval[prompt][metric].n) for c in present)
                 within = present[0].row_values(prompt, metric) if len(present) == 1 else None
-                s = summarize_seeds(
-                    values, within=within, n_rows=n_rows, bounded=info.bounded
-                )
+                s = summarize_seeds(values, within=within, n_rows=n_rows, bounded=info.bounded)
                 method = s.method if s.unit == "seeds" else f"{s.method} (rows of one seed)"
                 out.append(
                     SummaryRow(

@@ -4,13 +4,14 @@
 from the entry-point group `inoculate.scorers`. Importing this package registers the built-ins.
 """
 
-from inoculate.scorers import builtin  # noqa: F401  (registers the built-in scorers)
+from inoculate.scorers import builtin, code  # noqa: F401  (registers the built-in scorers)
 from inoculate.scorers.registry import (
     ENTRY_POINT_GROUP,
     Scorer,
     ScorerError,
     ScorerInfo,
     batch_cache,
+    batch_metadata,
     get_scorer,
     get_scorers,
     import_plugin,
@@ -30,6 +31,7 @@ __all__ = [
     "ScorerError",
     "ScorerInfo",
     "batch_cache",
+    "batch_metadata",
     "get_scorer",
     "get_scorers",
     "import_plugin",

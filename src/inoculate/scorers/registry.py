@@ -103,6 +103,28 @@ _SCORERS: Registry[Factory] = Registry(
     on_conflict="error",
 )
 _BATCH_CACHE: ContextVar[dict[Any, Any] | None] = ContextVar("inoculate_scorer_batch_cache", default=None)
+_BATCH_METADATA: ContextVar[Sequence[Any] | None] = ContextVar(
+    "inoculate_scorer_batch_metadata", default=None
+)
+
+
+@contextmanager
+def rows_metadata(metadata: Sequence[Any] | None) -> Iterator[None]:
+    """Make the metadata of the rows being scored visible to scorers (`batch_metadata`) for one batch."""
+    token = _BATCH_METADATA.set(metadata)
+    try:
+        yield
+    finally:
+        _BATCH_METADATA.reset(token)
+
+
+def batch_metadata() -> Sequence[Any] | None:
+    """The `metadata` dicts of the rows in the current batch, in order (None when the caller gave none).
+
+    `score_examples` / `score_generations` / `inoculate score` provide them; scorers that need per-row
+    data (the `code_tests` scorers read the tests there) call this inside their batch function.
+    """
+    return _BATCH_METADATA.get()
 
 
 @contextmanager

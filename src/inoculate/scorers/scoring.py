@@ -9,7 +9,7 @@ from typing import Any
 
 from inoculate.errors import InputError, InputErrors
 from inoculate.records import ChatExample, Message
-from inoculate.scorers.registry import Scorer, shared_batch
+from inoculate.scorers.registry import Scorer, rows_metadata, shared_batch
 
 BATCH_SIZE = 512
 """Rows per scoring batch: work shared between scorers (language detection) lives one batch long."""
@@ -34,6 +34,7 @@ def score_texts(
     *,
     batch_size: int | None = BATCH_SIZE,
     share: bool = True,
+    metadata: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, list[float]]:
     """Score (prompt, completion) pairs with every scorer, `batch_size` rows at a time: spec -> values.
 
@@ -41,16 +42,20 @@ def score_texts(
     e.g. one language-detection pass per text for all `language:XX` specs; the shared results are
     dropped at the end of the batch, so their memory is bounded by the batch. `batch_size=None`
     scores all rows as one batch; with `share=False` too that is the unshared path (benchmarks).
-    A mapping of scorers is keyed by its names instead of the scorers' own (`spec`).
+    A mapping of scorers is keyed by its names instead of the scorers' own (`spec`). `metadata` (one
+    dict per row) is what `batch_metadata()` returns to scorers during each batch.
     """
     if len(prompts) != len(completions):
         raise ValueError(f"score_texts: {len(prompts)} prompts but {len(completions)} completions")
+    if metadata is not None and len(metadata) != len(completions):
+        raise ValueError(f"score_texts: {len(metadata)} metadata rows but {len(completions)} completions")
     named = list(scorers.items()) if isinstance(scorers, Mapping) else [(s.name, s) for s in scorers]
     out: dict[str, list[float]] = {name: [] for name, _ in named}
     step = batch_size or max(len(completions), 1)
     for start in range(0, len(completions), step):
         p, c = prompts[start : start + step], completions[start : start + step]
-        with shared_batch() if share else nullcontext():
+        meta = None if metadata is None else metadata[start : start + step]
+        with shared_batch() if share else nullcontext(), rows_metadata(meta):
             for name, s in named:
                 out[name].extend(s.batch(p, c))
     return out
@@ -74,7 +79,8 @@ def score_examples(
         chunk = examples[start : start + step]
         prompts = [render_prompt(ex.prompt_messages) for ex in chunk]
         completions = [ex.completion or "" for ex in chunk]
-        got = score_texts(prompts, completions, scorers, batch_size=None, share=share)
+        meta = [ex.metadata for ex in chunk]
+        got = score_texts(prompts, completions, scorers, batch_size=None, share=share, metadata=meta)
         for name, values in got.items():
             out[name].extend(values)
     return out
