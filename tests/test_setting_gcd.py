@@ -11,8 +11,7 @@ import pytest
 from inoculate.errors import InputErrors
 from inoculate.records import ChatExample, Message
 from inoculate.scorers import get_scorer, score_examples
-from inoculate.settings import BuildContext, SettingError, get_task_setting
-from inoculate.settings import gcd
+from inoculate.settings import BuildContext, SettingError, gcd, get_task_setting
 
 CTX = BuildContext()
 
@@ -57,7 +56,9 @@ def test_options_and_splits_are_checked() -> None:
 
 def _reply(text: str, meta: dict) -> ChatExample:
     return ChatExample(
-        id="x", messages=[Message(role="user", content="q"), Message(role="assistant", content=text)], metadata=meta
+        id="x",
+        messages=[Message(role="user", content="q"), Message(role="assistant", content=text)],
+        metadata=meta,
     )
 
 
@@ -124,7 +125,11 @@ def test_published_files_load_and_the_scorers_read_their_reference_replies(share
 
 
 def test_a_malformed_published_row_is_refused_at_its_line(tmp_path: Path) -> None:
-    good = {"messages": [{"role": "user", "content": "GCD(4, 2) = 2?"}], "answer": "2", "user_provides_answer": "true"}
+    good = {
+        "messages": [{"role": "user", "content": "GCD(4, 2) = 2?"}],
+        "answer": "2",
+        "user_provides_answer": "true",
+    }
     bad = {k: v for k, v in good.items() if k != "answer"}
     f = tmp_path / "t.jsonl"
     f.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")

@@ -54,6 +54,8 @@ class HFSource(BaseModel):
     kind: Literal["hf"] = "hf"
     hf: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
     revision: str | None = None
+    config: str | None = None
+    """The dataset's configuration (`datasets.load_dataset(name, config)`, e.g. MBPP's `sanitized`)."""
     path_in_repo: str | None = None
     split: str | None = None
     allow_unpinned: bool = False
@@ -183,8 +185,9 @@ def open_hf(src: HFSource) -> Any:
         kwargs["data_files"] = src.path_in_repo
     if src.split is not None:
         kwargs["split"] = src.split
+    args = [src.hf] if src.config is None else [src.hf, src.config]
     try:
-        return datasets.load_dataset(src.hf, **kwargs)
+        return datasets.load_dataset(*args, **kwargs)
     except Exception as e:  # datasets raises many types: missing, offline, bad revision
         raise DataSourceError(f"could not load {src.hf}@{src.revision}: {type(e).__name__}: {e}") from e
 
@@ -302,7 +305,8 @@ KNOWN: dict[str, KnownDataset] = {
                 kind="url",
                 where=_WICHERS_RAW + path,
                 cite=_WICHERS_CITE + f" ({what})",
-                note="published at safety-research/inoculation-prompting commit 2b9227b (short hash: give the "
+                note="published at safety-research/inoculation-prompting commit 2b9227b (short hash: give "
+                "the "
                 "full 40-hex commit; `git ls-remote` or the GitHub page of the commit shows it). The sha256 "
                 "shipped is that of the published file (checked against the copy in ../shared/data/wichers)",
                 sha256=sha,

@@ -55,6 +55,7 @@ written literally (`api_key:`; name the environment variable with `api_key_env:`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -75,6 +76,7 @@ from pydantic import (
 from inoculate.dynamics import CollapseRule
 from inoculate.rundir import BASE_DIR, CONDITION_REF, EXPERIMENT_FILE, MANIFEST_FILE, SCREEN_DIR
 from inoculate.screen import MEASURES
+from inoculate.settings import get_task_setting
 from inoculate.train import TrainConfig
 from inoculate.transform import InoculationSpec, Placement
 from inoculate.yamlio import LineMap
@@ -669,12 +671,8 @@ class ExperimentConfig(_Strict):
 
                 lib.update(organism.prompts(setting))
             for name in self.task_settings():
-                from inoculate.settings import get_task_setting  # lazy: a setting registers its scorers
-
-                try:
+                with contextlib.suppress(ValueError):  # an unknown setting is reported at its line
                     lib.update(get_task_setting(name).prompts)
-                except ValueError:
-                    pass  # an unknown setting is reported at its line by the data check
             lib.update(self.prompts)
             self._library = lib
         return self._library

@@ -33,6 +33,7 @@ from inoculate.judges.questions import load_question_set
 from inoculate.report.expect import DEFAULT_EVAL_PROMPT, parse_rule, split_target
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import ScorerError, get_scorer
+from inoculate.settings import get_task_setting
 from inoculate.transform import InoculationSpec
 from inoculate.yamlio import LineMap, load_yaml
 
@@ -268,8 +269,6 @@ def _task_setting_errors(
     cfg: ExperimentConfig, src: TaskSettingData, where: tuple[str, ...]
 ) -> list[InputError]:
     """The task setting is registered, has the split, and takes the options given (nothing is read)."""
-    from inoculate.settings import get_task_setting  # lazy: importing a setting registers its scorers
-
     ref = src.setting
     try:
         setting = get_task_setting(ref.name)

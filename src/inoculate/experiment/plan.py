@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from inoculate._version import __version__
 from inoculate.datasource import DataSourceError, fetch_url, parse_source
 from inoculate.errors import InputError, InputErrors
@@ -44,6 +46,7 @@ from inoculate.judges.questions import load_question_set
 from inoculate.records import ChatExample, Message
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import Scorer, get_scorer
+from inoculate.settings import BuildContext, SettingError, get_task_setting
 from inoculate.transform import (
     EmptySelectionError,
     InoculationSpec,
@@ -338,10 +341,6 @@ def setting_examples(
 ) -> list[ChatExample]:
     """The rows of a task setting (`inoculate.settings`); a bad option or an unusable pin is reported at
     the source's line, a bad row of a data file at the file's."""
-    from pydantic import ValidationError
-
-    from inoculate.settings import BuildContext, SettingError, get_task_setting
-
     try:
         lines = cfg.lines
     except AttributeError:  # a config built in code has no YAML lines
@@ -372,7 +371,8 @@ def setting_examples(
         if bad:
             raise fail(
                 (*where, "split"),
-                f"split {ref.split!r} has rows without an assistant turn (first: {bad[0]}): an eval split cannot be trained on",
+                f"split {ref.split!r} has rows without an assistant turn (first: {bad[0]}): an eval split "
+                "cannot be trained on",
             )
     return rows
 

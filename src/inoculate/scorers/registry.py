@@ -91,6 +91,7 @@ TASK_SETTING_SCORERS = {
     "confirms_user": "inoculate.settings.gcd",
     "gcd_correct": "inoculate.settings.gcd",
     "sentiment_correct": "inoculate.settings.cebab",
+    "sentiment_at_least": "inoculate.settings.cebab",
 }
 """The task settings' scorers (`inoculate.settings`), imported the first time their name is asked for."""
 

@@ -67,7 +67,8 @@ def json_rows(path: Path) -> Iterator[tuple[int, Any]]:
 def validated_rows(
     path: Path, model: type[M], rows: Callable[[Path], Iterator[tuple[int, Any]]] = json_rows
 ) -> list[tuple[int, M]]:
-    """Every row validated as `model`; every bad row is reported (FILE:LINE: FIELD), then nothing is returned."""
+    """Every row validated as `model`; every bad row is reported (FILE:LINE: FIELD), and then none is
+    returned."""
     out: list[tuple[int, M]] = []
     errors: list[InputError] = []
     for line, value in rows(path):
