@@ -234,3 +234,28 @@ def test_humaneval_runs_through_the_mbpp_example(tiny_model_dir: Path, tmp_path:
     assert ("inoculated", "neutral", "reward_hack") in got and ("baseline", "training", "passes_all") in got
     counts = cell_metrics(out, "inoculated")["eval"]["neutral"]["passes_all"]
     assert counts["n"] == 2  # both programs ran in the sandbox (a random model's text fails them)
+
+
+def test_bad_setting_sources_are_reported_at_their_yaml_line(tmp_path: Path) -> None:
+    from experiment_support import errors_of
+
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text(
+        "name: x\nmodel: org/model\n"
+        "data:\n"
+        "  train: {setting: {name: gcdd, split: train}}\n"
+        "  eval:\n"
+        "    a: {setting: {name: gcd, split: dev}}\n"
+        "    b: {setting: {name: gcd, split: test, proposals: [wrong]}}\n"
+        "conditions: {baseline: null}\n"
+        "traits: {syc: confirms_user}\n"
+        "seeds: 1\n"
+        "eval_prompts: {neutral: null}\n"
+        "sampling: {temperature: 1.0, top_p: 1.0, max_new_tokens: 4, n: 1}\n"
+    )
+    errors = errors_of(cfg)
+    assert any(e.startswith(f"{cfg}:4: data.train.setting.name: unknown task setting 'gcdd'") for e in errors)
+    assert any(
+        e.startswith(f"{cfg}:6: data.eval.a.setting.split: setting 'gcd' has no split 'dev'") for e in errors
+    )
+    assert any(f"{cfg}:7: data.eval.b.setting.proposals" in e for e in errors), errors

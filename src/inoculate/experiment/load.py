@@ -221,9 +221,11 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     if "seed" in cfg.train.model_fields_set:
         errors.append(lm.error(("train", "seed"), "set by the runner from `seeds`; remove it here"))
 
-    sources: list[tuple[str, Any, tuple[str, ...]]] = [
-        (which, getattr(cfg.data, which), ("data", which)) for which in ("train", "eval")
-    ]
+    sources: list[tuple[str, Any, tuple[str, ...]]] = [("train", cfg.data.train, ("data", "train"))]
+    if cfg.data.named_eval_sets():
+        sources += [("eval", src, ("data", "eval", name)) for name, src in cfg.data.eval_sources().items()]
+    else:
+        sources.append(("eval", cfg.data.eval, ("data", "eval")))
     for name in cfg.conditions:
         own = cfg.condition_train_data(name)
         if own is not None and ("conditions", name) not in cfg._invalid:
