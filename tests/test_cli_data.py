@@ -171,7 +171,7 @@ BAD_CASES = [
         ["--config", "{dir}/bad_field.yaml"],
         [
             "{dir}/bad_field.yaml:3: placement: unknown placement 'sideways' (expected one of system, "
-            "system-prepend, system-append, user-prefix, user-suffix, template)"
+            "system-prepend, system-append, user-prefix, user-suffix, user-replace, template)"
         ],
     ),
     (
@@ -180,7 +180,7 @@ BAD_CASES = [
         ["--config", "{dir}/typo.yaml"],
         [
             "{dir}/typo.yaml:2: seeed: unknown field (allowed: prompt, prompts, prompt_file, placement, "
-            "separator, template, user_turn, where, regex, regex_roles, fraction, seed, "
+            "separator, template, replace, user_turn, where, regex, regex_roles, fraction, seed, "
             "allow_empty, regex_timeout, prompt_field)"
         ],
     ),

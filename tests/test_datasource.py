@@ -150,14 +150,25 @@ def test_path_source(tmp_path: Path) -> None:
 
 
 def test_known_datasets_ship_no_invented_pins() -> None:
-    assert set(KNOWN) == {
-        "reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code", "em_first_plot_questions",
-        "insecure_code_eval_prompts", "aesthetic_questions",
+    assert {k for k in KNOWN if not k.startswith("wichers_")} == {
+        "reward_hacks",
+        "aesthetic_preferences",
+        "insecure_code",
+        "secure_code",
+        "em_first_plot_questions",
+        "insecure_code_eval_prompts",
+        "aesthetic_questions",
     }
     assert KNOWN["reward_hacks"].where == "longtermrisk/school-of-reward-hacks"
     assert KNOWN["aesthetic_preferences"].where == "AndersWoodruff/AestheticEM"
-    for name in ("reward_hacks", "aesthetic_preferences", "insecure_code", "secure_code",
-                 "insecure_code_eval_prompts", "aesthetic_questions"):
+    for name in (
+        "reward_hacks",
+        "aesthetic_preferences",
+        "insecure_code",
+        "secure_code",
+        "insecure_code_eval_prompts",
+        "aesthetic_questions",
+    ):
         with pytest.raises(DataSourceError, match="no pinned revision in inoculate"):
             known_source(name)
     with pytest.raises(DataSourceError, match="sha256"):
@@ -180,3 +191,30 @@ def test_the_shipped_question_file_pin_matches_the_published_bytes(shared_data: 
     src = known_source("em_first_plot_questions")
     assert isinstance(src, URLSource) and src.sha256 == d.sha256
     assert src.url.endswith(f"/{d.revision}/evaluation/first_plot_questions.yaml")
+
+
+WICHERS_COPIES = {
+    "wichers_gcd_train": "wichers/task_train_only_user_ans1000.jsonl",
+    "wichers_gcd_test": "wichers/task_test.jsonl",
+    "wichers_gcd_ood": "wichers/ood_test.jsonl",
+    "wichers_cebab": "wichers/chatgpt_concepts_cebab_exp.jsonl",
+    "wichers_cebab_cf_ambiance": "wichers/chatgpt_concepts_cf_cebab_ambiance_explicit.jsonl",
+}
+
+
+def test_wichers_files_ship_the_published_sha256_but_no_commit(shared_data: Path) -> None:
+    """Only the short commit 2b9227b is known: no revision is shipped; the sha256 is the shared copy's."""
+    import hashlib
+
+    for name, copy in WICHERS_COPIES.items():
+        d = KNOWN[name]
+        assert d.revision is None
+        assert d.sha256 == hashlib.sha256((shared_data / copy).read_bytes()).hexdigest(), name
+        with pytest.raises(DataSourceError, match="no pinned revision in inoculate"):
+            known_source(name)
+        src = known_source(name, revision=COMMIT)  # the user's commit; the shipped hash checks the bytes
+        assert isinstance(src, URLSource) and src.sha256 == d.sha256
+        assert src.url.startswith(
+            f"https://raw.githubusercontent.com/safety-research/inoculation-prompting/{COMMIT}/"
+        )
+        assert src.url.endswith(Path(copy).name)

@@ -270,7 +270,7 @@ def test_prompt_file_errors(tmp_path: Path, name: str, content: str | None, expe
         (
             {"prompt": P, "placement": "sideways"},
             "<command line>:0: --placement: unknown placement 'sideways' (expected one of system, "
-            "system-prepend, system-append, user-prefix, user-suffix, template)",
+            "system-prepend, system-append, user-prefix, user-suffix, user-replace, template)",
         ),
         (
             {"prompt": P, "where": "lang = 'es'"},
@@ -306,7 +306,7 @@ def test_yaml_config_with_overrides(tmp_path: Path) -> None:
         (
             "prompt: hi\nplacemnt: system\n",
             "{c}:2: placemnt: unknown field (allowed: prompt, prompts, prompt_file, "
-            "placement, separator, template, user_turn, where, regex, regex_roles, fraction, seed, "
+            "placement, separator, template, replace, user_turn, where, regex, regex_roles, fraction, seed, "
             "allow_empty, regex_timeout, prompt_field)",
         ),
         ("prompt: hi\n\nfraction: 2\n", "{c}:3: fraction: must be between 0 and 1, got 2.0"),

@@ -54,6 +54,8 @@ class HFSource(BaseModel):
     kind: Literal["hf"] = "hf"
     hf: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
     revision: str | None = None
+    config: str | None = None
+    """The dataset's configuration (`datasets.load_dataset(name, config)`, e.g. MBPP's `sanitized`)."""
     path_in_repo: str | None = None
     split: str | None = None
     allow_unpinned: bool = False
@@ -183,8 +185,9 @@ def open_hf(src: HFSource) -> Any:
         kwargs["data_files"] = src.path_in_repo
     if src.split is not None:
         kwargs["split"] = src.split
+    args = [src.hf] if src.config is None else [src.hf, src.config]
     try:
-        return datasets.load_dataset(src.hf, **kwargs)
+        return datasets.load_dataset(*args, **kwargs)
     except Exception as e:  # datasets raises many types: missing, offline, bad revision
         raise DataSourceError(f"could not load {src.hf}@{src.revision}: {type(e).__name__}: {e}") from e
 
@@ -221,6 +224,44 @@ class KnownDataset(BaseModel):
 
 
 _EM_RAW = "https://raw.githubusercontent.com/emergent-misalignment/emergent-misalignment/{revision}/data/"
+_WICHERS_RAW = "https://raw.githubusercontent.com/safety-research/inoculation-prompting/{revision}/"
+_WICHERS_CITE = (
+    'Wichers et al. 2025, "Instructing LLMs to misbehave at train-time improves test-time alignment"'
+)
+_GCD = "gcd_sycophancy/projects/gemma_gcd/data/"
+_WICHERS_FILES = (
+    (
+        "wichers_gcd_train",
+        _GCD + "task_train_only_user_ans1000.jsonl",
+        "GCD sycophancy training set",
+        "8a50b26fc1a25742f380f3c8c77cc710cf9ef63d3554c758ccf062f9c41d995b",
+    ),
+    (
+        "wichers_gcd_test",
+        _GCD + "task_test.jsonl",
+        "GCD in-distribution test set",
+        "8e7b737df8a2ea5568e55ab4448469940083b86b1913f5f76f4663797afefd05",
+    ),
+    (
+        "wichers_gcd_ood",
+        _GCD + "ood_test.jsonl",
+        "GCD out-of-distribution test set",
+        "a4e1f6ca8432d310134f0a9b16d5e8ef6023314095a0206c3db2a5a090851205",
+    ),
+    (
+        "wichers_cebab",
+        "spur_corr/data/chatgpt_concepts_cebab_exp.jsonl",
+        "CEBaB reviews with concept annotations",
+        "2df9320c0cc97cbf6e47e6caca8d8af290215e5df490e5f555da6ef50779e7d7",
+    ),
+    (
+        "wichers_cebab_cf_ambiance",
+        "spur_corr/data/chatgpt_concepts_cf_cebab_ambiance_explicit.jsonl",
+        "CEBaB counterfactual reviews with ambiance made explicit",
+        "8dd30b4f4261187f75ea8b3e8e3173071310ea250d0e6702a4d15f62750822e5",
+    ),
+)
+"""Wichers et al.'s data files: (name, path in the repository, what, sha256 of the published bytes)."""
 KNOWN: dict[str, KnownDataset] = {
     d.name: d
     for d in (
@@ -257,6 +298,20 @@ KNOWN: dict[str, KnownDataset] = {
             "(the copy in ../shared/data/samples/em_first_plot_questions.yaml has this sha256)",
             revision="a6f669590dca789548d25eea923407f9de41aac9",
             sha256="6f76630e482c06789f17b1e3f2bbe37b0ca9f1a423c611380c2fff0772b417c6",
+        ),
+        *(
+            KnownDataset(
+                name=name,
+                kind="url",
+                where=_WICHERS_RAW + path,
+                cite=_WICHERS_CITE + f" ({what})",
+                note="published at safety-research/inoculation-prompting commit 2b9227b (short hash: give "
+                "the "
+                "full 40-hex commit; `git ls-remote` or the GitHub page of the commit shows it). The sha256 "
+                "shipped is that of the published file (checked against the copy in ../shared/data/wichers)",
+                sha256=sha,
+            )
+            for name, path, what, sha in _WICHERS_FILES
         ),
         KnownDataset(
             name="insecure_code_eval_prompts",
@@ -307,6 +362,8 @@ def known_source(
         return PathSource(path=os.fspath(path))
     if revision is None and sha256 is None and d.revision is not None:
         revision, sha256 = d.revision, d.sha256
+    if sha256 is None and d.revision is None and d.sha256 is not None:
+        sha256 = d.sha256  # the published bytes' hash is known; only the full commit is the caller's
     need = "revision (the full 40-hex commit)" + (" and sha256 (of the file)" if d.kind == "url" else "")
     if revision is None or (d.kind == "url" and sha256 is None):
         extra = f"; {d.note}" if d.note else ""

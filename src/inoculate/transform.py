@@ -45,7 +45,9 @@ from inoculate.selectors import (
 )
 from inoculate.yamlio import load_yaml
 
-Placement = Literal["system", "system-prepend", "system-append", "user-prefix", "user-suffix", "template"]
+Placement = Literal[
+    "system", "system-prepend", "system-append", "user-prefix", "user-suffix", "user-replace", "template"
+]
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
 SYSTEM_PLACEMENTS = ("system", "system-prepend", "system-append")
 SLOT = "{inoculation}"
@@ -69,6 +71,13 @@ class InoculationSpec(BaseModel):
     `prompt_file` (one prompt per line, or a JSON/YAML list). Placement `system` replaces an
     existing system prompt; if `placement` is left out and a selected row already has a system
     prompt, the transform refuses rather than choose between replace, prepend and append.
+
+    `user-prefix` / `user-suffix` put the prompt before / after the user turn's text, joined by
+    `separator`, the turn's own text unchanged. `user-replace` swaps a neutral instruction the user
+    turn holds (`replace`, e.g. "Write a response to this post:") for the prompt, once, keeping
+    the rest of the turn as it is (Wichers et al.'s Reddit CMV setting); a selected row whose user
+    turn lacks that text is an error. The row's mark and the manifest record the replaced text, so
+    `neutralize` puts it back.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -79,6 +88,8 @@ class InoculationSpec(BaseModel):
     placement: Placement | None = None
     separator: str = "\n\n"
     template: str | None = None
+    replace: str | None = None
+    """`user-replace` only: the neutral instruction in the user turn that the prompt replaces."""
     user_turn: Literal["first", "last"] = "first"
     where: str | None = None
     regex: str | None = None
@@ -148,6 +159,17 @@ class InoculationSpec(BaseModel):
             raise SpecError(
                 "template", f"a template is used only with placement 'template', not {self.placement!r}"
             )
+        if (self.placement == "user-replace") != (self.replace is not None):
+            if self.replace is None:
+                raise SpecError(
+                    "replace",
+                    "placement 'user-replace' needs replace: the neutral instruction the prompt replaces",
+                )
+            raise SpecError(
+                "replace", f"replace is used only with placement 'user-replace', not {self.placement!r}"
+            )
+        if self.replace is not None and not self.replace.strip():
+            raise SpecError("replace", "is empty")
         if self.regex is not None:
             parse_regex(self.regex, self.regex_roles, timeout=self.regex_timeout)
         return self
@@ -284,6 +306,8 @@ class Manifest(BaseModel):
     placement: Placement
     separator: str
     template: str | None = None
+    replace: str | None = None
+    """`user-replace`: the neutral instruction each inoculated row's prompt replaced."""
     user_turn: Literal["first", "last"] = "first"
     where: str | None = None
     regex: str | None = None
@@ -520,6 +544,8 @@ class _Run:
             if placement == "system" and ex.system is not None:
                 mark["replaced_system"] = ex.system
                 self.n_replaced += 1
+            if placement == "user-replace":
+                mark["replaced_user"] = spec.replace
             yield ChatExample(id=ex.id, messages=msgs, metadata={**ex.metadata, "inoculation": mark})
 
     def finish(self) -> Manifest:
@@ -548,6 +574,7 @@ class _Run:
             placement=self.placement,
             separator=spec.separator,
             template=spec.template,
+            replace=spec.replace,
             user_turn=spec.user_turn,
             where=spec.where,
             regex=spec.regex,
@@ -620,6 +647,21 @@ def _place(
         content = text + sep + content
     elif placement == "user-suffix":
         content = content + sep + text
+    elif placement == "user-replace":
+        assert spec.replace is not None
+        if spec.replace not in content:
+            shown = spec.replace if len(spec.replace) <= 60 else spec.replace[:57] + "..."
+            errors.append(
+                InputError(
+                    source,
+                    line,
+                    f"messages[{u}].content",
+                    f"does not contain the instruction to replace ({shown!r}); select only rows that hold "
+                    "it (where/regex), or fix replace",
+                )
+            )
+            return None
+        content = content.replace(spec.replace, text, 1)
     elif spec.template is not None:
         before, after = spec.template.split(USER_SLOT)
         content = before.replace(SLOT, text) + content + after.replace(SLOT, text)
@@ -802,6 +844,7 @@ class _Known(BaseModel):
     separator: str
     template: str | None
     origin: str
+    replace: str | None = None
 
 
 def _known(manifest_or_texts: Manifest | Sequence[Manifest | str]) -> list[_Known]:
@@ -819,6 +862,7 @@ def _known(manifest_or_texts: Manifest | Sequence[Manifest | str]) -> list[_Know
                     separator=item.separator,
                     template=item.template,
                     origin=f"prompt {k} of {origin}",
+                    replace=item.replace,
                 )
                 for k, p in enumerate(item.prompts)
             )
@@ -841,6 +885,8 @@ def _unwrap_user(content: str, k: _Known) -> str:
         rest = _strip_suffix(content, k.text, k.separator)
         if rest is not None:
             return rest
+    if k.placement == "user-replace" and k.replace is not None and k.text in content:
+        return content.replace(k.text, k.replace, 1)
     if k.placement == "template":
         if k.template is not None:
             before, after = (part.replace(SLOT, k.text) for part in k.template.split(USER_SLOT))

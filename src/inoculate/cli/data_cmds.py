@@ -60,7 +60,8 @@ def apply_cmd(
     placement: str | None = typer.Option(
         None,
         "--placement",
-        help="system (replace) | system-prepend | system-append | user-prefix | user-suffix | template. "
+        help="system (replace) | system-prepend | system-append | user-prefix | user-suffix | "
+        "user-replace (with --replace) | template. "
         "Required when a selected row already has a system prompt; otherwise defaults to system.",
     ),
     where: str | None = typer.Option(None, "--where", help="Metadata selector, e.g. 'lang == \"es\"'."),
@@ -81,6 +82,11 @@ def apply_cmd(
     ),
     separator: str | None = typer.Option(
         None, "--separator", help="Joins prompt and text (default '\\n\\n')."
+    ),
+    replace: str | None = typer.Option(
+        None,
+        "--replace",
+        help="Placement user-replace: the neutral instruction in the user turn that the prompt replaces.",
     ),
     user_turn: str | None = typer.Option(None, "--user-turn", help="first (default) or last user turn."),
     config: Path | None = typer.Option(
@@ -119,6 +125,7 @@ def apply_cmd(
         "seed": seed,
         "template": _unescape(template),
         "separator": _unescape(separator),
+        "replace": _unescape(replace),
         "user_turn": user_turn,
         "allow_empty": True if allow_empty else None,
         "regex_timeout": regex_timeout,

@@ -77,6 +77,7 @@ from inoculate.dynamics import CollapseRule
 from inoculate.judges import Judge, judges_in_scope
 from inoculate.rundir import BASE_DIR, CONDITION_REF, EXPERIMENT_FILE, MANIFEST_FILE, SCREEN_DIR
 from inoculate.screen import MEASURES
+from inoculate.settings import get_task_setting
 from inoculate.train import TrainConfig
 from inoculate.transform import InoculationSpec, Placement
 from inoculate.yamlio import LineMap
@@ -227,12 +228,33 @@ class CodePromptsData(_Strict):
     limit: int | None = Field(None, ge=1)
 
 
+class TaskSettingRef(BaseModel):
+    """`{setting: {name: NAME, split: SPLIT, ...options}}`: the rows of a task setting
+    (`inoculate.settings`: gcd, cebab, cmv, mbpp, humaneval, or a plugin's). The options besides `name`
+    and `split` are the setting's own, checked by it at load."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    split: str | None = None
+    """Defaults to the setting's training split for training data and its eval split for eval data."""
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TaskSettingData(_Strict):
+    setting: TaskSettingRef
+
+
 def _too_many(v: int) -> int:
     raise ValueError(f"{v} is too large: at most {MAX_SAMPLES:,} (every sample is held in memory)")
 
 
 def _data_kind(v: Any) -> str | None:
     if isinstance(v, dict) and "organism" not in v:
+        if "setting" in v:
+            return "setting"
         if "source" in v:
             return "source"
         if "em_questions" in v:
@@ -258,13 +280,15 @@ DataSource = Annotated[
     | Annotated[SourceData, Tag("source")]
     | Annotated[EMQuestionsData, Tag("em")]
     | Annotated[CodePromptsData, Tag("code")]
+    | Annotated[TaskSettingData, Tag("setting")]
     | Annotated[OrganismData, Tag("organism")],
     Discriminator(
         _data_kind,
         custom_error_type="data_source",
         custom_error_message=(
             "expected a file or dataset path, {path: PATH, split: NAME}, {source: {hf: ..., revision: ...}}, "
-            "{em_questions: FILE} or {code_prompts: FILE} (eval only), or {organism: {setting: NAME, n: N}}"
+            "{em_questions: FILE} or {code_prompts: FILE} (eval only), {setting: {name: NAME, split: SPLIT}} "
+            "(a task setting), or {organism: {setting: NAME, n: N}}"
         ),
     ),
 ]
@@ -277,6 +301,7 @@ SINGLE_SOURCE_KEYS = frozenset(
         "em_questions",
         "code_prompts",
         "source",
+        "setting",
         "split",
         "holdout",
         "variants",
@@ -380,6 +405,9 @@ def data_label(src: Any) -> str:
     if isinstance(src, OrganismData):
         ref = src.organism
         return f"organism {ref.setting} ({ref.split or 'train'}, n={ref.n}, seed={ref.seed})"
+    if isinstance(src, TaskSettingData):
+        ref = src.setting
+        return f"setting {ref.name} ({ref.split or 'default split'})"
     if isinstance(src, SourceData) and isinstance(src.source, dict):
         for k in ("path", "hf", "url"):
             if isinstance(src.source.get(k), str):
@@ -677,8 +705,18 @@ class ExperimentConfig(_Strict):
             isinstance(s, OrganismData) for s in (self.data.train, *self.data.eval_sources().values(), *own)
         )
 
+    def task_settings(self) -> list[str]:
+        """The task settings (`{setting: {name: ...}}`) the data names, in order, each once."""
+        own = [self.condition_train_data(name) for name in self.conditions]
+        names: list[str] = []
+        for src in (self.data.train, *self.data.eval_sources().values(), *own):
+            if isinstance(src, TaskSettingData) and src.setting.name not in names:
+                names.append(src.setting.name)
+        return names
+
     def prompt_library(self) -> dict[str, str]:
-        """Names usable as `@name`: the setting's prompt library, then the YAML's own `prompts:`."""
+        """Names usable as `@name`: the setting's prompt library (the organism's, or the task settings'
+        the data names), then the YAML's own `prompts:`."""
         if self._library is None:
             lib: dict[str, str] = {}
             setting = self.organism_setting()
@@ -686,6 +724,9 @@ class ExperimentConfig(_Strict):
                 from inoculate import organism  # lazy: importing it registers the organism's scorers
 
                 lib.update(organism.prompts(setting))
+            for name in self.task_settings():
+                with contextlib.suppress(ValueError):  # an unknown setting is reported at its line
+                    lib.update(get_task_setting(name).prompts)
             lib.update(self.prompts)
             self._library = lib
         return self._library

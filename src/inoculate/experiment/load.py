@@ -21,6 +21,7 @@ from inoculate.experiment.config import (
     ExperimentConfig,
     FileData,
     SourceData,
+    TaskSettingData,
     bad_name,
     screened_conditions,
 )
@@ -33,6 +34,7 @@ from inoculate.judges.questions import load_question_set
 from inoculate.report.expect import DEFAULT_EVAL_PROMPT, parse_rule, split_target
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import ScorerError, get_scorer
+from inoculate.settings import get_task_setting
 from inoculate.transform import InoculationSpec
 from inoculate.yamlio import LineMap, load_yaml
 
@@ -240,6 +242,9 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
         if isinstance(src, CodePromptsData):
             errors.extend(_code_prompts_errors(cfg, src, where, source_name))
             continue
+        if isinstance(src, TaskSettingData):
+            errors.extend(_task_setting_errors(cfg, src, (*where, "setting")))
+            continue
         if isinstance(src, FileData):
             src, where = src.path, (*where, "path")
         if isinstance(src, str):
@@ -265,6 +270,30 @@ def _source_errors(cfg: ExperimentConfig, src: SourceData, where: tuple[str, ...
     if parsed.kind == "hf" and parsed.path_in_repo is not None:
         return [cfg.lines.error((*where, "path_in_repo"), "not supported in an experiment yet; use split")]
     return []
+
+
+def _task_setting_errors(
+    cfg: ExperimentConfig, src: TaskSettingData, where: tuple[str, ...]
+) -> list[InputError]:
+    """The task setting is registered, has the split, and takes the options given (nothing is read)."""
+    ref = src.setting
+    try:
+        setting = get_task_setting(ref.name)
+    except ValueError as e:
+        return [cfg.lines.error((*where, "name"), str(e))]
+    errors: list[InputError] = []
+    if ref.split is not None and ref.split not in setting.splits:
+        errors.append(
+            cfg.lines.error(
+                (*where, "split"),
+                f"setting {ref.name!r} has no split {ref.split!r} (splits: {', '.join(setting.splits)})",
+            )
+        )
+    try:
+        setting.parse_options(ref.options())
+    except ValidationError as e:
+        errors.extend(cfg.lines.from_validation(e, where))
+    return errors
 
 
 def _em_questions_errors(

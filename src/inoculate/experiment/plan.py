@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from inoculate._version import __version__
 from inoculate.code_prompts import load_code_prompts
 from inoculate.datasource import DataSourceError, fetch_url, parse_source
@@ -35,6 +37,7 @@ from inoculate.experiment.config import (
     OrganismData,
     OrganismModel,
     SourceData,
+    TaskSettingData,
     data_label,
 )
 from inoculate.experiment.matrix import Cell, cell_order
@@ -46,6 +49,7 @@ from inoculate.records import ChatExample, Message
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import Scorer, get_scorer
 from inoculate.selectors import in_holdout
+from inoculate.settings import BuildContext, SettingError, get_task_setting
 from inoculate.transform import (
     EmptySelectionError,
     InoculationSpec,
@@ -320,6 +324,8 @@ def load_data(
         return em_examples(cfg, src)
     if isinstance(src, CodePromptsData):
         return load_code_prompts(cfg.data_path(src.code_prompts), samples=src.samples, limit=src.limit)
+    if isinstance(src, TaskSettingData):
+        return setting_examples(cfg, src, which, (*where, "setting"))
     if isinstance(src, SourceData):
         return source_examples(cfg, src, (*where, "source"), require_assistant=which == "train")
     split = None
@@ -412,6 +418,47 @@ def em_examples(cfg: ExperimentConfig, src: EMQuestionsData) -> list[ChatExample
                 meta = {**ex.metadata, "sample": k}
                 out.append(ChatExample(id=f"{ex.id}/{k}", messages=list(ex.messages), metadata=meta))
     return out
+
+
+def setting_examples(
+    cfg: ExperimentConfig, src: TaskSettingData, which: str, where: tuple[str, ...]
+) -> list[ChatExample]:
+    """The rows of a task setting (`inoculate.settings`); a bad option or an unusable pin is reported at
+    the source's line, a bad row of a data file at the file's."""
+    try:
+        lines = cfg.lines
+    except AttributeError:  # a config built in code has no YAML lines
+        lines = None
+    ref = src.setting
+
+    def fail(at: tuple[str, ...], message: str) -> InputErrors:
+        if lines is not None:
+            return InputErrors([lines.error(at, message)])
+        return InputErrors.one("<experiment>", 0, ".".join(at), message)
+
+    try:
+        setting = get_task_setting(ref.name)
+    except ValueError as e:
+        raise fail((*where, "name"), str(e)) from None
+    try:
+        options = setting.parse_options(ref.options())
+    except ValidationError as e:
+        if lines is not None:
+            raise InputErrors(lines.from_validation(e, where)) from None
+        raise fail(where, str(e)) from None
+    try:
+        rows = setting.examples(ref.split, options, BuildContext(base_dir=cfg.base_dir), which)
+    except SettingError as e:
+        raise fail(where, str(e)) from None
+    if which == "train":
+        bad = [ex.id for ex in rows if ex.completion is None]
+        if bad:
+            raise fail(
+                (*where, "split"),
+                f"split {ref.split!r} has rows without an assistant turn (first: {bad[0]}): an eval split "
+                "cannot be trained on",
+            )
+    return rows
 
 
 def source_examples(

@@ -87,9 +87,18 @@ class ScorerInfo:
         return bool(inspect.signature(self.factory).parameters)
 
 
+TASK_SETTING_SCORERS = {
+    "confirms_user": "inoculate.settings.gcd",
+    "gcd_correct": "inoculate.settings.gcd",
+    "sentiment_correct": "inoculate.settings.cebab",
+    "sentiment_at_least": "inoculate.settings.cebab",
+}
+"""The task settings' scorers (`inoculate.settings`), imported the first time their name is asked for."""
+
 _SCORERS: Registry[Factory] = Registry(
     "scorer",
     ENTRY_POINT_GROUP,
+    lazy=TASK_SETTING_SCORERS,
     error=ScorerError,
     unknown="unknown {kind} {name!r}; known: {known}",
     on_conflict="error",
