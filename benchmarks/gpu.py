@@ -420,6 +420,12 @@ def section_screen(plan: dict[str, Any], device: str, tmp: Path, budget: Budget)
 SECTIONS = {"train": section_train, "eval": section_eval, "screen": section_screen}
 
 
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def _cuda() -> bool:
     import torch
 
@@ -433,6 +439,17 @@ def run(sections: list[str], dry: bool, budget_s: float | None) -> list[str]:
     plan = DRY_PLAN if dry else GPU_PLAN
     what = "dry run (tiny shapes, CPU)" if dry else torch.cuda.get_device_name(0)
     print(f"inoculate GPU path: {what}; sections {', '.join(sections)}", flush=True)
+    from inoculate.train_speed import flash_attn_installed, liger_installed
+
+    have = {
+        "liger-kernel": liger_installed(),
+        "flash-attn": flash_attn_installed(),
+        "vllm": _installed("vllm"),
+    }
+    print("installed: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in have.items()), flush=True)
+    print(
+        "(preset fast: Liger where installed, padding-free only with flash-attn; packing is always padding-free)"
+    )
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as d:
         for name in sections:

@@ -204,7 +204,7 @@ def test_padding_free_training_follows_the_padded_loss_curve(tiny_model_dir: Pat
 
 def test_fast_preset_fills_unset_fields_and_user_values_win() -> None:
     fast = TrainConfig(output_dir=".", preset="fast")
-    assert fast.padding_free and fast.use_liger_kernel is None and fast.optim == "adamw_torch_fused"
+    assert fast.padding_free is None and fast.use_liger_kernel is None and fast.optim == "adamw_torch_fused"
     assert not fast.packing
     mine = TrainConfig(output_dir=".", preset="fast", padding_free=False, optim="adamw_torch")
     assert not mine.padding_free and mine.optim == "adamw_torch"
@@ -222,34 +222,53 @@ def test_experiment_train_block_takes_the_preset() -> None:
     from inoculate.experiment.config import TrainBlock
 
     block = TrainBlock.model_validate({"preset": "fast", "packing": True})
-    assert block.padding_free and block.packing and block.optim == "adamw_torch_fused"
+    assert block.padding_free is None and block.packing and block.optim == "adamw_torch_fused"
 
 
 def test_fast_preset_trains_on_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """On CPU the preset runs (Liger left off: it needs CUDA) and learns."""
+    """On CPU the preset runs (Liger and padding-free left off: they pay on CUDA) and learns."""
     result = train(tiny_model_dir, examples(16), _config(tmp_path, max_steps=4, preset="fast"))
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert result.global_step == 4 and losses[-1] < losses[0]
 
 
-def test_speed_arguments_for_trl_and_liger_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert speed_args(padding_free=False, packing=False, use_liger_kernel=False) == {}
+def test_speed_arguments_for_trl(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("inoculate.train_speed.flash_attn_installed", lambda: False)
+    monkeypatch.setattr("inoculate.train_speed.liger_installed", lambda: False)
+    off = {"padding_free": False, "packing": False, "use_liger_kernel": False}
+    assert speed_args(**off, on_gpu=False) == {}
+    flat = {"padding_free": True, "use_cache": False, "include_num_input_tokens_seen": "all"}
     # TRL refuses padding_free with a max_length it would not enforce; our rows are already cut.
-    assert speed_args(padding_free=True, packing=False, use_liger_kernel=False) == {
-        "padding_free": True,
-        "max_length": None,
-        "use_cache": False,
-        "include_num_input_tokens_seen": "all",
-    }
-    packed = speed_args(padding_free=False, packing=True, use_liger_kernel=True)
-    assert packed == {
+    assert speed_args(**{**off, "padding_free": True}, on_gpu=False) == {**flat, "max_length": None}
+    assert speed_args(**{**off, "packing": True}, on_gpu=False) == {
+        **flat,
         "packing": True,
         "packing_strategy": "bfd",
-        "padding_free": True,
-        "use_cache": False,
-        "include_num_input_tokens_seen": "all",
-        "use_liger_kernel": True,
     }
+    # auto (the fast preset): padding-free only where flash-attn's varlen kernels run
+    assert speed_args(padding_free=None, packing=False, use_liger_kernel=None, on_gpu=False) == {}
+    assert speed_args(padding_free=None, packing=False, use_liger_kernel=None, on_gpu=True) == {}
+    with pytest.warns(UserWarning, match="without flash-attn"):
+        speed_args(**{**off, "padding_free": True}, on_gpu=True)
+    monkeypatch.setattr("inoculate.train_speed.flash_attn_installed", lambda: True)
+    monkeypatch.setattr("inoculate.train_speed.liger_installed", lambda: True)
+    gpu = speed_args(
+        padding_free=None,
+        packing=False,
+        use_liger_kernel=None,
+        on_gpu=True,
+        model_init_kwargs={"dtype": "bfloat16"},
+    )
+    assert gpu["padding_free"] and gpu["use_liger_kernel"] is True
+    assert gpu["model_init_kwargs"] == {"dtype": "bfloat16", "attn_implementation": "flash_attention_2"}
+    mine = speed_args(
+        **{**off, "padding_free": True}, on_gpu=True, model_init_kwargs={"attn_implementation": "sdpa"}
+    )
+    assert "model_init_kwargs" not in mine  # the user's choice stays
+    assert speed_args(padding_free=None, packing=False, use_liger_kernel=None, on_gpu=False) == {}
+
+
+def test_liger_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_liger(None, on_gpu=False) is False
     assert resolve_liger(False, on_gpu=True) is False
     with pytest.raises(ValueError, match="need a CUDA GPU"):

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from inoculate.fileio import write_json_atomic, write_jsonl_atomic
 from inoculate.models import encode_prompt_completions, load_tokenizer, prepare_cpu
 from inoculate.records import ChatExample
-from inoculate.train_speed import SPEED_DEFAULTS, apply_preset, pack_rows, resolve_liger, speed_args
+from inoculate.train_speed import SPEED_DEFAULTS, apply_preset, pack_rows, speed_args
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, TrainerCallback
@@ -110,7 +110,7 @@ class TrainConfig(BaseModel):
 
     # Speed (inoculate.train_speed, docs/performance.md "The GPU path"); the loss mask is unchanged.
     preset: Literal["fast"] | None = None
-    padding_free: bool = False
+    padding_free: bool | None = False
     packing: bool = False
     use_liger_kernel: bool | None = False
 
@@ -533,8 +533,15 @@ def train(
         user_init = json.loads(user_init)
     args["model_init_kwargs"] = {**args["model_init_kwargs"], **user_init}
     args.update(sft_extra)
-    liger = resolve_liger(config.use_liger_kernel, on_gpu)
-    args.update(speed_args(padding_free=config.padding_free, packing=config.packing, use_liger_kernel=liger))
+    args.update(
+        speed_args(
+            padding_free=config.padding_free,
+            packing=config.packing,
+            use_liger_kernel=config.use_liger_kernel,
+            on_gpu=on_gpu,
+            model_init_kwargs=args["model_init_kwargs"],
+        )
+    )
     sft_config = SFTConfig(**args)
 
     peft_config = None

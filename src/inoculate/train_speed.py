@@ -2,9 +2,13 @@
 
 - `padding_free`: each batch is one flat sequence with `position_ids` restarting at every row, so no
   compute goes to padding. The model sees each row as it would alone: attention stays inside a row
-  (transformers builds the block-diagonal mask from the position ids, flash-attention kernels read
-  them as sequence boundaries) and the first token of each row is never a target. Same rows per step,
-  same loss mask, same loss as the padded batch (checked token by token in tests/test_train_speed.py).
+  and the first token of each row is never a target. Same rows per step, same loss mask, same loss as
+  the padded batch (checked token by token in tests/test_train_speed.py). On a GPU with flash-attn
+  installed the model is loaded with `attn_implementation="flash_attention_2"`, whose varlen kernels
+  take the row boundaries from the position ids: attention costs what each row alone costs. Without
+  flash-attn, transformers builds a block-diagonal mask over the whole flat batch and sdpa computes
+  (masked) attention across all of it, which can cost more than the padding saved; so None ("auto",
+  the fast preset's value) turns padding-free on only where flash-attn is installed on a CUDA GPU.
 - `packing`: rows are packed into sequences of up to `max_length` tokens by TRL's best-fit-decreasing
   packer (`trl.data_utils.pack_dataset`, strategy "bfd": whole rows only, never split), and trained
   padding-free. A step then holds `per_device_train_batch_size` packed sequences, i.e. more rows:
@@ -21,14 +25,16 @@ system prompt, has label -100 in every path, so none of these options can train 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from typing import Any
 
 FAST_PRESET: dict[str, Any] = {
-    "padding_free": True,
+    "padding_free": None,
     "use_liger_kernel": None,
     "optim": "adamw_torch_fused",
 }
-"""`preset: fast`: padding-free batches, Liger kernels where they can run, fused AdamW. bf16 is already
+"""`preset: fast`: padding-free batches and Liger kernels where they pay (None: decided at train time
+from the device and the installed packages), fused AdamW. bf16 is already
 the default on a GPU that supports it, and gradient checkpointing already off. Packing is not in the
 preset: it changes how many rows a step holds, so it is the user's choice (`packing: true`)."""
 
@@ -53,6 +59,19 @@ def liger_installed() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
+def flash_attn_installed() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_padding_free(requested: bool | None, packing: bool, on_gpu: bool) -> bool:
+    """Packing is always padding-free; None is "where flash-attn's varlen kernels run"."""
+    if packing:
+        return True
+    if requested is None:
+        return on_gpu and flash_attn_installed()
+    return requested
+
+
 def resolve_liger(requested: bool | None, on_gpu: bool) -> bool:
     """Whether to apply Liger kernels: None is "where they can run" (a CUDA device, the package
     installed). An explicit True without a GPU or without the package is an error with a hint."""
@@ -65,12 +84,24 @@ def resolve_liger(requested: bool | None, on_gpu: bool) -> bool:
     return bool(requested)
 
 
-def speed_args(*, padding_free: bool, packing: bool, use_liger_kernel: bool) -> dict[str, Any]:
-    """SFTConfig arguments for the speed options. Rows arrive tokenized, truncated and (with packing)
-    already packed, since `skip_prepare_dataset` skips TRL's own packing; TRL's collator then builds the
-    padding-free batches. TRL refuses `padding_free` with a `max_length` it would not enforce, so
-    `max_length` goes as None there: our rows already fit it. Tokens are counted as all tokens of the
-    flat batch, which holds no padding."""
+def speed_args(
+    *,
+    padding_free: bool | None,
+    packing: bool,
+    use_liger_kernel: bool | None,
+    on_gpu: bool,
+    model_init_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """SFTConfig arguments for the speed options (the fields as the user set them, resolved here).
+
+    Rows arrive tokenized, truncated and (with packing) already packed, since `skip_prepare_dataset`
+    skips TRL's own packing; TRL's collator then builds the padding-free batches. TRL refuses
+    `padding_free` with a `max_length` it would not enforce, so `max_length` goes as None there: our
+    rows already fit it. Tokens are counted as all tokens of the flat batch, which holds no padding.
+    `model_init_kwargs` (the ones train() built) gain flash-attention for padding-free on a GPU unless
+    they name an `attn_implementation`."""
+    padding_free = resolve_padding_free(padding_free, packing, on_gpu)
+    use_liger_kernel = resolve_liger(use_liger_kernel, on_gpu)
     args: dict[str, Any] = {}
     if packing:
         args.update(packing=True, packing_strategy="bfd", padding_free=True)
@@ -83,6 +114,16 @@ def speed_args(*, padding_free: bool, packing: bool, use_liger_kernel: bool) -> 
         # A flat batch has no attention mask, and the Trainer's "non_padding" count would then drop
         # every token equal to the pad token (often the end-of-turn token); it has no padding to drop.
         args["include_num_input_tokens_seen"] = "all"
+        init = dict(model_init_kwargs or {})
+        if on_gpu and "attn_implementation" not in init:
+            if flash_attn_installed():
+                args["model_init_kwargs"] = {**init, "attn_implementation": "flash_attention_2"}
+            else:
+                warnings.warn(
+                    "padding-free batches without flash-attn: sdpa attends over the whole flat batch under "
+                    "a block mask, which may cost more than the padding saved (pip install flash-attn)",
+                    stacklevel=2,
+                )
     if use_liger_kernel:
         args["use_liger_kernel"] = True
     return args
