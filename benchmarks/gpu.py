@@ -447,9 +447,7 @@ def run(sections: list[str], dry: bool, budget_s: float | None) -> list[str]:
         "vllm": _installed("vllm"),
     }
     print("installed: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in have.items()), flush=True)
-    print(
-        "(preset fast: Liger where installed, padding-free only with flash-attn; packing is always padding-free)"
-    )
+    print("(preset fast: Liger where installed, padding-free with flash-attn only; packing is padding-free)")
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as d:
         for name in sections:
