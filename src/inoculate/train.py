@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from inoculate.fileio import write_json_atomic, write_jsonl_atomic
 from inoculate.models import encode_prompt_completions, load_tokenizer, prepare_cpu
 from inoculate.records import ChatExample
+from inoculate.train_speed import SPEED_DEFAULTS, apply_preset, pack_rows, speed_args
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, TrainerCallback
@@ -107,7 +108,18 @@ class TrainConfig(BaseModel):
     use_rslora: bool = False
     use_dora: bool = False
 
+    # Speed (inoculate.train_speed, docs/performance.md "The GPU path"); the loss mask is unchanged.
+    preset: Literal["fast"] | None = None
+    padding_free: bool | None = False
+    packing: bool = False
+    use_liger_kernel: bool | None = False
+
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return apply_preset(data)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -117,6 +129,8 @@ class TrainConfig(BaseModel):
             raise ValueError("warmup_ratio must be in [0, 1)")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        if self.packing and self.max_length is None:
+            raise ValueError("packing needs max_length (the length of a packed sequence)")
         _route_extra(self.extra)
         return self
 
@@ -336,7 +350,9 @@ def build_sft_rows(
 
 def _fingerprint(model: str, config: TrainConfig, rows: list[dict[str, list[int]]]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([model, config.model_dump(exclude=_NOT_FINGERPRINTED)], sort_keys=True).encode())
+    at_default = {k for k, v in SPEED_DEFAULTS.items() if getattr(config, k) == v}
+    dumped = config.model_dump(exclude=_NOT_FINGERPRINTED | at_default)
+    h.update(json.dumps([model, dumped], sort_keys=True).encode())
     for r in rows:
         h.update(json.dumps(r["input_ids"]).encode())
         h.update(json.dumps(r["labels"]).encode())
@@ -517,6 +533,15 @@ def train(
         user_init = json.loads(user_init)
     args["model_init_kwargs"] = {**args["model_init_kwargs"], **user_init}
     args.update(sft_extra)
+    args.update(
+        speed_args(
+            padding_free=config.padding_free,
+            packing=config.packing,
+            use_liger_kernel=config.use_liger_kernel,
+            on_gpu=on_gpu,
+            model_init_kwargs=args["model_init_kwargs"],
+        )
+    )
     sft_config = SFTConfig(**args)
 
     peft_config = None
@@ -539,7 +564,9 @@ def train(
     trainer = trainer_cls(
         model=model,
         args=sft_config,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=pack_rows(rows, config.max_length)
+        if config.packing and config.max_length
+        else Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[*(callbacks or []), _log_callback(out / LOG_FILE)],

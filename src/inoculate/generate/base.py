@@ -87,6 +87,32 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+@dataclass(frozen=True)
+class SamplePlan:
+    """What `Backend.generate` samples: each example's prompt (system turn replaced), and one
+    (example index, sample index) row per sample with its seed, in the order completions come back."""
+
+    examples: Sequence[ChatExample]
+    prompts: list[list[Message]]
+    rows: list[tuple[int, int]]
+    seeds: list[int]
+    params: SamplingParams
+
+    @property
+    def sample_prompts(self) -> list[list[Message]]:
+        return [self.prompts[i] for i, _ in self.rows]
+
+
+def plan_samples(
+    examples: Sequence[ChatExample], params: SamplingParams, *, system: str | None | _Keep = KEEP_SYSTEM
+) -> SamplePlan:
+    """The samples of `examples` under `params` (see `Backend.generate`)."""
+    prompts = [with_system(ex.prompt_messages, system) for ex in examples]
+    rows = [(i, k) for i in range(len(examples)) for k in range(params.n)]
+    seeds = [sample_seed(params.seed, examples[i].id, k) for i, k in rows]
+    return SamplePlan(examples=examples, prompts=prompts, rows=rows, seeds=seeds, params=params)
+
+
 class Backend(ABC):
     """A way to sample completions of chat prompts. Subclasses implement `sample` (one completion per
     prompt, each with its own seed) and, when they hold the tokenizer, `rendered_prompt` and
@@ -124,10 +150,18 @@ class Backend(ABC):
         """`params.n` completions of each example's prompt (its messages before the final assistant
         turn, system turn replaced per `system`). Output ids are the input ids when n == 1, else
         `ID#k`; the input metadata is kept and `metadata["generation"]` records how each was made."""
-        prompts = [with_system(ex.prompt_messages, system) for ex in examples]
-        rows = [(i, k) for i in range(len(examples)) for k in range(params.n)]
-        seeds = [sample_seed(params.seed, examples[i].id, k) for i, k in rows]
-        completions = self.sample([prompts[i] for i, _ in rows], seeds, params)
+        plan = plan_samples(examples, params, system=system)
+        return self.records(plan, self.sample(plan.sample_prompts, plan.seeds, params))
+
+    def records(self, plan: SamplePlan, completions: Sequence[Completion]) -> list[ChatExample]:
+        """The generation records of `plan`'s samples, given one completion per sample in its order."""
+        examples, prompts, rows, seeds, params = (
+            plan.examples,
+            plan.prompts,
+            plan.rows,
+            plan.seeds,
+            plan.params,
+        )
         if len(completions) != len(rows):
             raise RuntimeError(
                 f"backend {self.name} returned {len(completions)} completions for {len(rows)} prompts"
@@ -197,8 +231,9 @@ def backend_class(name: str) -> Callable[..., Backend]:
     return _BACKENDS.get(name)
 
 
-INTERNAL_OPTIONS = frozenset({"self", "model", "adapter", "loaded"})
-"""Constructor arguments a caller sets (the model, the adapter, an already loaded model), not options."""
+INTERNAL_OPTIONS = frozenset({"self", "model", "adapter", "loaded", "engine"})
+"""Constructor arguments a caller sets (the model, the adapter, an already loaded model or engine), not
+options."""
 
 
 def backend_options(name: str) -> tuple[dict[str, inspect.Parameter], bool]:
