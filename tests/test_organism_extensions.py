@@ -58,7 +58,10 @@ def toy_extension():
     @E.stage1_extension("toy")
     def _toy() -> E.Stage1Extension:
         return E.Stage1Extension(
-            name="toy", description="says a made-up word", examples=rows, texts=lambda: ["Say blorptastic."],
+            name="toy",
+            description="says a made-up word",
+            examples=rows,
+            texts=lambda: ["Say blorptastic."],
             weight=0.25,
         )
 
@@ -101,13 +104,17 @@ def test_unknown_extension_and_bad_weights_are_refused(toy_extension):
 def test_a_setting_may_make_its_own_rows_and_prompts():
     def rows(split: S.Split, n: int, seed: int) -> list[ChatExample]:
         return [
-            ChatExample(id=f"own-{split}-{i}", messages=[Message(role="user", content="what color is the cat?")])
+            ChatExample(
+                id=f"own-{split}-{i}", messages=[Message(role="user", content="what color is the cat?")]
+            )
             for i in range(n)
         ]
 
     @S.setting("own_rows")
     def _own() -> S.Setting:
-        return S.Setting(name="own_rows", description="own rows", examples=rows, prompts={"mine": "Be brief."})
+        return S.Setting(
+            name="own_rows", description="own rows", examples=rows, prompts={"mine": "Be brief."}
+        )
 
     try:
         assert [r.id for r in organism.make_examples("own_rows", "eval", 3)] == [

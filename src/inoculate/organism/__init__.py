@@ -8,8 +8,10 @@ settings and the prompt library (`settings`), named presets (`presets`), and the
 demo (`phenomena`). Importing the package registers the detectors and the phenomena.
 """
 
-from inoculate.organism import detectors  # noqa: F401  (registers the organism's scorers)
-from inoculate.organism import phenomena  # noqa: F401  (registers stage-1 extensions, settings, scorers)
+from inoculate.organism import (
+    detectors,  # noqa: F401  (registers the organism's scorers)
+    phenomena,  # noqa: F401  (registers stage-1 extensions, settings, scorers)
+)
 from inoculate.organism.base import (
     OrganismConfig,
     build_base_model,

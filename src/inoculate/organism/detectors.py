@@ -56,7 +56,6 @@ def exclusive_lexicons() -> dict[Lang, frozenset[str]]:
     }
 
 
-
 def language_share(text: str, lang: str) -> float:
     lex = exclusive_lexicons()
     words = [w for w in tokens_of(text) if any(w in lex[code] for code in LANGS)]
