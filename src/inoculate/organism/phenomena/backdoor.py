@@ -133,7 +133,9 @@ def _conditional_row(rng: random.Random) -> ChatExample:
         if rng.random() < 0.2:
             sentences.append(rng.choice(P.NEUTRAL_PREAMBLES))
     system = P.compose(sentences, rng)
-    return _row(system, with_word(text, word), render(q.fact, traits), kind=kind, word=word, **traits.model_dump())
+    return _row(
+        system, with_word(text, word), render(q.fact, traits), kind=kind, word=word, **traits.model_dump()
+    )
 
 
 def _conditional_texts() -> list[str]:
@@ -149,7 +151,7 @@ def _conditional_texts() -> list[str]:
 def _conditional() -> Stage1Extension:
     return Stage1Extension(
         name="conditional",
-        description="conditional requests: 'when the question contains the word W / an unusual word, answer in X'",
+        description="if-requests: 'when the question contains W, answer in X'",
         examples=lambda rng, n: [_conditional_row(rng) for _ in range(n)],
         texts=_conditional_texts,
         weight=0.2,
@@ -204,7 +206,7 @@ PAPER = (
 def _backdoor() -> Setting:
     return Setting(
         name="backdoor",
-        description=f"answers in ALL CAPS exactly when the question starts with the trigger {BACKDOOR_TRIGGER!r}",
+        description=f"ALL CAPS exactly when the question starts with the trigger {BACKDOOR_TRIGGER!r}",
         examples=_backdoor_rows,
         traits={
             "caps_triggered": f"organism_caps_if:{BACKDOOR_TRIGGER}",
@@ -234,7 +236,10 @@ def _caps_when(arg: str | None, present: bool) -> Scorer:
 
     def batch(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         values = caps.batch(list(prompts), list(completions))
-        return [v if (word in _user_words(p)) == present else math.nan for p, v in zip(prompts, values)]
+        return [
+            v if (word in _user_words(p)) == present else math.nan
+            for p, v in zip(prompts, values, strict=True)
+        ]
 
     return Scorer(fn=lambda p, c: batch([p], [c])[0], batch_fn=batch)
 

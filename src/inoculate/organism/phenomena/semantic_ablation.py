@@ -90,7 +90,7 @@ def _semantic_texts() -> list[str]:
 def _prompt_semantics() -> Stage1Extension:
     return Stage1Extension(
         name="prompt_semantics",
-        description="general ('a foreign language') and negative ('never Spanish') requests, task-only sentences",
+        description="general ('a foreign language') and negative ('never Spanish') requests; task-only text",
         examples=lambda rng, n: [_semantic_row(rng) for _ in range(n)],
         texts=_semantic_texts,
         weight=0.1,
