@@ -130,14 +130,47 @@ def report_cmd(
 @app.command("demo")
 @handle_errors
 def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
+    name: str | None = typer.Argument(
+        None, help="A phenomenon (see --list); without it, the Spanish + ALL-CAPS demo."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/demo[_NAME])."),
     seeds: int | None = typer.Option(
         None, "--seeds", min=1, max=_MAX_SEEDS, help="Number of seeds (default 3)."
     ),
     force: bool = typer.Option(False, "--force", help="Redo every cell, even finished ones."),
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
+    list_: bool = typer.Option(False, "--list", help="List the phenomena `inoculate demo NAME` runs."),
 ) -> None:
-    """Watch inoculation prompting work: Spanish + ALL-CAPS on the built-in model organism, on CPU."""
-    from inoculate.experiment import demo_config  # lazy: the orchestrator imports torch (4 s)
+    """Watch inoculation prompting work: Spanish + ALL-CAPS on the built-in model organism, on CPU.
 
-    _run(demo_config(), out, seeds, force, check)
+    `inoculate demo NAME` runs another phenomenon of the papers on the organism
+    (`examples/organism_NAME.yaml`); `inoculate demo --list` names them.
+    """
+    from inoculate.experiment import list_demos  # lazy: the orchestrator imports torch (4 s)
+
+    if list_:
+        _list_demos(list_demos())
+        return
+    if name is not None and name not in list_demos():
+        err_console.print(
+            f"unknown demo {name!r}; known: {', '.join(list_demos()) or 'none'} (inoculate demo --list)",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    from inoculate.experiment import demo_config
+
+    default_out = Path("runs/demo") if name is None else Path(f"runs/demo_{name}")
+    _run(demo_config(name), out or default_out, seeds, force, check)
+
+
+def _list_demos(names: list[str]) -> None:
+    from inoculate.experiment import demo_config
+
+    table = Table(title="inoculate demo NAME")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it shows")
+    table.add_row("(none)", "Spanish + ALL-CAPS: selective learning of the trait the prompt does not request")
+    for name in names:
+        desc = " ".join(demo_config(name).description.split())
+        table.add_row(name, escape(desc.split(". ")[0].rstrip(".") + "."))
+    console.print(table)

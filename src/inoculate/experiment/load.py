@@ -20,6 +20,7 @@ from inoculate.experiment.config import (
     EMQuestionsData,
     ExperimentConfig,
     FileData,
+    OrganismModel,
     SourceData,
     TaskSettingData,
     bad_name,
@@ -137,6 +138,33 @@ def load_experiment(path: str | os.PathLike[str], *, check: bool = True) -> Expe
     return parse_experiment(data, lines, Path(path).resolve().parent, check=check)
 
 
+def _organism_extension_errors(cfg: ExperimentConfig) -> list[InputError]:
+    """An organism setting whose prompts mean something only after a stage-1 extension the preset lacks."""
+    setting = cfg.organism_setting()
+    if setting is None or not isinstance(cfg.model, OrganismModel):
+        return []
+    from inoculate import organism  # lazy: importing it registers the organism's scorers
+
+    ref = cfg.model.organism
+    try:
+        needed = organism.get_setting(setting).requires
+        have = organism.preset(ref.preset, **ref.overrides).extensions
+    except (KeyError, ValueError):  # an unknown setting or preset is reported where it is named
+        return []
+    missing = [e for e in needed if e not in have]
+    if not missing:
+        return []
+    fit = [name for name, c in organism.PRESETS.items() if set(needed) <= set(c.extensions)]
+    hint = f"; use a preset with them ({', '.join(fit)})" if fit else ""
+    return [
+        cfg.lines.error(
+            ("model", "organism", "preset"),
+            f"setting {setting!r} needs the stage-1 extension(s) {', '.join(missing)}, which preset "
+            f"{ref.preset!r} does not build{hint}",
+        )
+    ]
+
+
 def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     """Cross-field checks that need the other modules: prompts resolve, scorers exist, specs validate."""
     lm = cfg.lines
@@ -154,6 +182,7 @@ def semantic_errors(cfg: ExperimentConfig) -> list[InputError]:
     except (KeyError, ValueError) as e:
         errors.append(lm.error(("setting",), f"cannot load the prompt library: {e}"))
         return errors
+    errors.extend(_organism_extension_errors(cfg))
     if cfg.screen is not None:
         errors.extend(screen_errors(cfg))
     if cfg.dynamics is not None:

@@ -3,11 +3,15 @@
 A closed world of lookup questions (`world`), answers rendered under independent traits (`traits`:
 language, case, a sycophantic opener, a signature line), detectors registered as scorers
 (`detectors`), a word-level tokenizer (`tokenizer`), stage-1 pretraining of a tiny Llama that follows
-trait-requesting system prompts (`base`), stage-2 settings and the prompt library (`settings`), and
-named presets (`presets`). Importing the package registers the detectors.
+trait-requesting system prompts (`base`), stage-1 extensions a phenomenon adds (`extensions`), stage-2
+settings and the prompt library (`settings`), named presets (`presets`), and the phenomena beyond the
+demo (`phenomena`). Importing the package registers the detectors and the phenomena.
 """
 
-from inoculate.organism import detectors  # noqa: F401  (registers the organism's scorers)
+from inoculate.organism import (
+    detectors,  # noqa: F401  (registers the organism's scorers)
+    phenomena,  # noqa: F401  (registers stage-1 extensions, settings, scorers)
+)
 from inoculate.organism.base import (
     OrganismConfig,
     build_base_model,
@@ -19,6 +23,12 @@ from inoculate.organism.base import (
     read_meta,
     world_texts,
 )
+from inoculate.organism.extensions import (
+    Stage1Extension,
+    get_extension,
+    list_extensions,
+    stage1_extension,
+)
 from inoculate.organism.presets import PRESETS, preset, stage2_settings
 from inoculate.organism.settings import (
     LIBRARY,
@@ -29,6 +39,7 @@ from inoculate.organism.settings import (
     make_examples,
     prompts,
     setting,
+    split_questions,
 )
 from inoculate.organism.stage1 import Stage1Mix, stage1_examples
 from inoculate.organism.traits import TraitSet, all_trait_sets, render
@@ -41,6 +52,7 @@ __all__ = [
     "OrganismConfig",
     "Question",
     "Setting",
+    "Stage1Extension",
     "Stage1Mix",
     "TraitSet",
     "all_facts",
@@ -50,9 +62,11 @@ __all__ = [
     "elicitation_prompts",
     "elicitation_table",
     "eval_questions",
+    "get_extension",
     "get_setting",
     "init_model",
     "is_built",
+    "list_extensions",
     "list_settings",
     "make_examples",
     "parse_question",
@@ -62,6 +76,8 @@ __all__ = [
     "render",
     "setting",
     "split_facts",
+    "split_questions",
+    "stage1_extension",
     "stage1_examples",
     "stage2_settings",
     "world_texts",

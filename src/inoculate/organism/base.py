@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -28,7 +29,8 @@ from inoculate.fileio import write_json_atomic
 from inoculate.generate import SamplingParams, get_backend
 from inoculate.organism import detectors  # noqa: F401  (registers the detectors)
 from inoculate.organism import prompt_families as P
-from inoculate.organism.settings import eval_questions
+from inoculate.organism.extensions import extension_texts, get_extension
+from inoculate.organism.settings import eval_questions, get_setting, make_examples
 from inoculate.organism.settings import prompts as setting_prompts
 from inoculate.organism.stage1 import Stage1Mix, stage1_examples
 from inoculate.organism.traits import all_trait_sets, render
@@ -62,25 +64,51 @@ class OrganismConfig(BaseModel):
     weight_decay: float = 0.0
     adam_beta2: float = Field(0.98, description="0.98 rather than 0.999: measured to learn faster here")
     seed: int = 0
+    extensions: tuple[str, ...] = Field(
+        (), description="stage-1 extensions (`organism.extensions`) whose rows and words stage 1 adds"
+    )
 
     def key(self) -> str:
-        """Content hash of the config, the data version and the world's text (16 hex digits)."""
+        """Content hash of the config, the data version and the world's text (16 hex digits).
+
+        A config without extensions hashes exactly as it did before extensions existed (the field is
+        left out of the hash), so the demo's cached base model stays valid.
+        """
         h = hashlib.sha256()
-        h.update(self.model_dump_json().encode())
+        h.update(self.model_dump_json(exclude=None if self.extensions else {"extensions"}).encode())
         h.update(f"data-v{DATA_VERSION}".encode())
         for text in world_texts():
             h.update(text.encode())
             h.update(b"\0")
+        # An extension's rows are named by its version; its texts matter only through the words they
+        # add to the vocabulary, so a new prompt made of known words keeps the cached base model.
+        for name in self.extensions:
+            h.update(f"ext-{name}-v{get_extension(name).version}\0".encode())
+        if self.extensions:
+            known = set(vocabulary_words(world_texts()))
+            new = [w for w in vocabulary_words(extension_texts(self.extensions)) if w not in known]
+            h.update("\0".join(new).encode())
         return h.hexdigest()[:16]
 
 
-def world_texts() -> list[str]:
-    """Every text the organism can write or read: answers under every trait set, questions, prompts."""
+_WORDISH = re.compile(r"\w+|[^\w\s]")
+
+
+def vocabulary_words(texts: list[str]) -> list[str]:
+    """The lower-cased words and punctuation marks of `texts`, sorted: what they add to the vocabulary
+    (the tokenizer writes case as a marker token, so case adds nothing)."""
+    return sorted({w.lower() for t in texts for w in _WORDISH.findall(t)})
+
+
+def world_texts(extensions: tuple[str, ...] = ()) -> list[str]:
+    """Every text the organism can write or read: answers under every trait set, questions, prompts,
+    and the texts of the stage-1 `extensions` (the tokenizer's vocabulary is exactly their words)."""
     texts: list[str] = []
     for fact in all_facts():
         texts += [render(fact, ts) for ts in all_trait_sets()]
         texts += [Question(fact, w).text for w in range(len(QUESTIONS[fact.kind]))]
-    return texts + P.all_prompt_texts() + ["system", "user", "assistant"]
+    texts += P.all_prompt_texts() + ["system", "user", "assistant"]
+    return texts + extension_texts(extensions) if extensions else texts
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -138,7 +166,7 @@ def init_model(config: OrganismConfig, out: str | os.PathLike[str]) -> Path:
     from inoculate.organism.tokenizer import build_tokenizer  # lazy: imports transformers
 
     out = Path(out)
-    tok = build_tokenizer(world_texts(), case_marker=config.case_marker)
+    tok = build_tokenizer(world_texts(config.extensions), case_marker=config.case_marker)
     tok.save_pretrained(out)
     llama = LlamaConfig(
         vocab_size=len(tok),
@@ -170,7 +198,7 @@ def _build(
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
     init = init_model(config, staging / "init")
-    examples = stage1_examples(config.n_examples, config.mix, seed=config.seed)
+    examples = stage1_examples(config.n_examples, config.mix, seed=config.seed, extensions=config.extensions)
     say(f"stage 1: pretraining the organism ({config.max_steps} steps on {len(examples)} examples)")
     train_config = TrainConfig(
         output_dir=str(staging / "train"),
@@ -269,7 +297,8 @@ def elicitation_table(
     """For each system prompt, the rate of every organism trait and correctness, greedy decoding.
 
     Prompts are the organism's library (`elicitation_prompts()`), plus the named prompts of `setting`
-    when given; questions are `n` eval questions. Returns `{"rows": [...], ...}`, one flat row per
+    when given; questions are `n` eval questions (the setting's own eval rows, and its trait columns,
+    when it makes its own data). Returns `{"rows": [...], ...}`, one flat row per
     prompt (name, kind, held out of stage 1 or not, the system text, then one column per trait).
     """
     plist = list(prompts) if prompts is not None else elicitation_prompts()
@@ -281,9 +310,13 @@ def elicitation_table(
             if text not in known
         ]
     questions = eval_questions(n)
+    columns = dict(ELICIT_SCORERS)
+    if setting is not None and get_setting(setting).examples is not None:
+        questions = make_examples(setting, "eval", n)
+        columns.update(get_setting(setting).traits)
     backend = get_backend("hf", model=str(model_dir), adapter=adapter, batch_size=max(1, len(questions)))
     params = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, n=1, seed=0)
-    scorers = {col: get_scorer(spec) for col, spec in ELICIT_SCORERS.items()}
+    scorers = {col: get_scorer(spec) for col, spec in columns.items()}
     rows = []
     t0 = time.perf_counter()
     for p in plist:

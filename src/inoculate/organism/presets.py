@@ -22,6 +22,20 @@ PRESETS: dict[str, OrganismConfig] = {
         # apart from the prompt: without it the demo's outcome hung on the CPU kernel (see docs/organism.md).
         mix=Stage1Mix(spontaneous=0.02),
     ),
+    # The demo's model and mix, plus the stage-1 extensions that the backdoor and semantic-ablation
+    # phenomena need (conditional requests; general and negative requests): one build serves both.
+    "extended": OrganismConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        n_examples=8000,
+        max_steps=1000,
+        per_device_train_batch_size=32,
+        learning_rate=3e-3,
+        mix=Stage1Mix(spontaneous=0.02),
+        extensions=("conditional", "prompt_semantics"),
+    ),
     # For unit tests: seconds to build; follows prompts only roughly.
     "tiny": OrganismConfig(
         hidden_size=32,
@@ -38,6 +52,14 @@ PRESETS: dict[str, OrganismConfig] = {
 # Stage-2 fine-tuning settings per preset, as `inoculate.train.TrainConfig` fields.
 STAGE2: dict[str, dict[str, Any]] = {
     "demo": {
+        "use_peft": False,
+        "learning_rate": 5e-4,
+        "max_steps": 30,
+        "per_device_train_batch_size": 16,
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.05,
+    },
+    "extended": {
         "use_peft": False,
         "learning_rate": 5e-4,
         "max_steps": 30,

@@ -4,6 +4,11 @@ A setting names how each training answer is rendered (`traits_for(i, n)`), the s
 its traits, and its prompt library. `make_examples(setting, split, n, seed)` is what the experiment
 runner calls: `train` rows are (question, answer) with no system prompt (the runner's conditions add
 one), `eval` rows are questions only. Train and eval questions come from disjoint facts.
+
+A phenomenon whose rows are not "every answer rendered with a trait set" (a trigger word in the
+question, a user's proposed answer, ...) gives its setting its own `examples(split, n, seed)`, its
+own prompts (added to the shared library), the stage-1 extensions its base model needs
+(`requires`), and the paragraph saying which claim of which paper it reproduces (`paper`).
 """
 
 from __future__ import annotations
@@ -26,11 +31,23 @@ Split = Literal["train", "eval"]
 class Setting:
     name: str
     description: str
-    traits_for: Callable[[int, int], TraitSet]
-    """Trait set of training answer `i` of `n`."""
+    traits_for: Callable[[int, int], TraitSet] | None = None
+    """Trait set of training answer `i` of `n` (settings that render every answer from a trait set)."""
     traits: dict[str, str] = field(default_factory=dict)
     """metric name -> scorer spec for the traits the data carries."""
     capability: dict[str, str] = field(default_factory=lambda: {"correct": "organism_correct"})
+    examples: Callable[[Split, int, int], list[ChatExample]] | None = None
+    """`(split, n, seed) -> rows`: the setting's own data, instead of `traits_for` on the shared questions."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Named system prompts added to the shared library (`@name` in an experiment)."""
+    requires: tuple[str, ...] = ()
+    """Stage-1 extensions the base model needs for this setting's prompts and rows to mean anything."""
+    paper: str = ""
+    """Which claim of which paper the setting reproduces, and where the organism differs."""
+
+    def __post_init__(self) -> None:
+        if (self.traits_for is None) == (self.examples is None):
+            raise ValueError(f"setting {self.name!r}: give exactly one of traits_for and examples")
 
 
 ENTRY_POINT_GROUP = "inoculate.settings"
@@ -73,7 +90,7 @@ def _mixture() -> Setting:
     )
 
 
-def _questions(split: Split, seed: int) -> list[Question]:
+def split_questions(split: Split, seed: int) -> list[Question]:
     """Every (fact, wording) question of the split, in a seeded order."""
     train, ev = split_facts()
     facts = train if split == "train" else ev
@@ -93,7 +110,13 @@ def make_examples(setting: str, split: Split, n: int, seed: int = 0) -> list[Cha
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     s = get_setting(setting)
-    qs = _questions(split, seed)
+    if s.examples is not None:
+        rows = s.examples(split, n, seed)
+        if len(rows) != n:
+            raise ValueError(f"setting {setting!r} made {len(rows)} {split} rows; {n} were asked for")
+        return rows
+    assert s.traits_for is not None
+    qs = split_questions(split, seed)
     out = []
     for i in range(n):
         q = qs[i % len(qs)]
@@ -141,7 +164,7 @@ LIBRARY: dict[str, str] = {
 
 
 def prompts(setting: str | None = None) -> dict[str, str]:
-    """The prompt library (name -> system prompt text; "" is no system prompt)."""
-    if setting is not None:
-        get_setting(setting)
-    return dict(LIBRARY)
+    """The prompt library (name -> system prompt text; "" is no system prompt), with `setting`'s own."""
+    if setting is None:
+        return dict(LIBRARY)
+    return {**LIBRARY, **get_setting(setting).prompts}

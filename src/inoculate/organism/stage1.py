@@ -14,6 +14,7 @@ import random
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inoculate.organism import prompt_families as P
+from inoculate.organism.extensions import extension_counts, get_extension
 from inoculate.organism.traits import TraitSet, render
 from inoculate.organism.world import QUESTIONS, Question, all_facts
 from inoculate.records import ChatExample, Message
@@ -124,6 +125,25 @@ def stage1_example(rng: random.Random, mix: Stage1Mix, idx: int = 0) -> ChatExam
     )
 
 
-def stage1_examples(n: int, mix: Stage1Mix, seed: int = 0) -> list[ChatExample]:
+def stage1_examples(
+    n: int, mix: Stage1Mix, seed: int = 0, extensions: tuple[str, ...] = ()
+) -> list[ChatExample]:
+    """`n` stage-1 rows: each extension's share (`extensions.Stage1Extension.weight`), the base mix the rest.
+
+    The base rows come first and are drawn from the same rng whether or not there are extensions, so
+    a preset without extensions gets exactly the rows it always had; each extension draws from an rng
+    of its own (the trainer shuffles the rows).
+    """
+    counts = extension_counts(extensions, n) if extensions else {}
+    n_base = n - sum(counts.values())
     rng = random.Random(f"organism-stage1-{seed}")
-    return [stage1_example(rng, mix, i) for i in range(n)]
+    out = [stage1_example(rng, mix, i) for i in range(n_base)]
+    for name, k in counts.items():
+        rows = get_extension(name).examples(random.Random(f"organism-stage1-{seed}-{name}"), k)
+        if len(rows) != k:
+            raise ValueError(f"stage-1 extension {name!r} returned {len(rows)} rows; {k} were asked for")
+        out += [
+            ex.model_copy(update={"id": f"s1-{name}-{i}", "metadata": {**ex.metadata, "extension": name}})
+            for i, ex in enumerate(rows)
+        ]
+    return out

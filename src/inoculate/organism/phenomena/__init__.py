@@ -1,0 +1,13 @@
+"""The organism's phenomena beyond the demo: each module registers, by decorator, what one paper's
+claim needs on the organism: its stage-1 extension(s) (`organism.extensions`), its stage-2 setting
+(`organism.settings`) and any scorers of its own. Importing this package (which `inoculate.organism`
+does) registers them all; the presets that use them are in `organism.presets`, the experiments in
+`examples/organism_<name>.yaml`. See docs/organism.md, "Adding a phenomenon".
+
+- `backdoor`: a backdoor defeated without knowing its trigger (Tan et al.).
+- `semantic_ablation`: only prompts that describe the trait inoculate (Tan et al.).
+"""
+
+from inoculate.organism.phenomena import backdoor, semantic_ablation
+
+__all__ = ["backdoor", "semantic_ablation"]
