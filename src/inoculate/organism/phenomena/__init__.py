@@ -9,5 +9,6 @@ does) registers them all; the presets that use them are in `organism.presets`, t
 """
 
 from inoculate.organism.phenomena import backdoor, semantic_ablation
+from inoculate.organism.phenomena import broad, subliminal  # noqa: I001  (h14c: broad generalization, subliminal)
 
-__all__ = ["backdoor", "semantic_ablation"]
+__all__ = ["backdoor", "broad", "semantic_ablation", "subliminal"]
