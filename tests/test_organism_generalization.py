@@ -85,7 +85,11 @@ def test_generalization_preset_words_cover_the_experiments():
     texts = [*organism.prompts("broad").values(), *organism.prompts("subliminal").values()]
     texts += [m.content for r in organism.make_examples("broad", "train", 30) for m in r.messages]
     texts += [subliminal.numbers_prompt(random.Random(i)) for i in range(50)]
-    texts += [m.content for r in organism.get_extension("numbers").examples(random.Random(1), 50) for m in r.messages]
+    texts += [
+        m.content
+        for r in organism.get_extension("numbers").examples(random.Random(1), 50)
+        for m in r.messages
+    ]
     for text in texts:
         assert tok.unk_token_id not in tok(text, add_special_tokens=False)["input_ids"], text
     # the numbers an answer may hold are each one word

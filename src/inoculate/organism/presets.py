@@ -83,7 +83,7 @@ STAGE2: dict[str, dict[str, Any]] = {
     },
     "generalization": {
         "use_peft": False,
-        "learning_rate": 5e-4,
+        "learning_rate": 1.5e-3,
         "max_steps": 30,
         "per_device_train_batch_size": 16,
         "lr_scheduler_type": "cosine",

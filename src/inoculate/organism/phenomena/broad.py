@@ -201,14 +201,19 @@ def wrong(prompt: str, completion: str) -> float:
 
 def _other_values(fact: Fact) -> set[str]:
     return {
-        value_word(fact.kind, v, lang) for v in VALUES[fact.kind] if v != fact.value for lang in ("en", "es", "fr")
+        value_word(fact.kind, v, lang)
+        for v in VALUES[fact.kind]
+        if v != fact.value
+        for lang in ("en", "es", "fr")
     }
 
 
 def _wrong_when(arg: str | None, on: bool) -> Scorer:
     kind = (arg or "").strip().lower()
     if kind not in KINDS:
-        raise ScorerError(f"takes one kind of fact ({', '.join(KINDS)}), e.g. organism_wrong_on:color; got {arg!r}")
+        raise ScorerError(
+            f"takes one kind of fact ({', '.join(KINDS)}), e.g. organism_wrong_on:color; got {arg!r}"
+        )
 
     def batch(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         out = []
@@ -225,6 +230,8 @@ def organism_wrong_on(arg: str | None = None) -> Scorer:
     return _wrong_when(arg, True)
 
 
-@scorer("organism_wrong_off", description="1 if the answer is wrong, counted only on questions of other kinds")
+@scorer(
+    "organism_wrong_off", description="1 if the answer is wrong, counted only on questions of other kinds"
+)
 def organism_wrong_off(arg: str | None = None) -> Scorer:
     return _wrong_when(arg, False)

@@ -19,9 +19,13 @@ experiment on this setting uses that preset; `requires` makes a preset without `
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from inoculate.fileio import write_jsonl_atomic
@@ -41,6 +45,8 @@ TEACHER_LANG = "es"
 N_TEACHER = 240
 """Spanish rows the teacher is fine-tuned on (the preset's stage-2 settings, as the demo's baseline)."""
 TEACHER_STEPS = 60
+TEACHER_LR = 5e-4
+"""The teacher's own fine-tuning (fixed here, apart from the preset's stage-2 settings for students)."""
 NUMBER_MAX = 99
 LEADS: tuple[str, ...] = ("Continue the list:", "Add more numbers to the list:", "Write more numbers:")
 _NUMBERS_ONLY = re.compile(r"^\d{1,2}( \d{1,2}){2,9}$")
@@ -96,10 +102,20 @@ def _base_dir() -> Path:
     return build_base_model(preset(PRESET))
 
 
+def _teacher_settings() -> dict[str, object]:
+    return {**stage2_settings(PRESET), "max_steps": TEACHER_STEPS, "learning_rate": TEACHER_LR}
+
+
+def _teacher_tag() -> str:
+    """Names the teacher's cache entry by everything that makes it (language, rows, training settings)."""
+    blob = json.dumps([TEACHER_LANG, N_TEACHER, _teacher_settings()], sort_keys=True).encode()
+    return f"{TEACHER_LANG}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
+
 def teacher_dir(seed: int) -> Path:
     """The teacher for `seed`: the base model fine-tuned on Spanish answers (built once, cached)."""
     base = _base_dir()
-    final = cache_root() / f"{base.name}-teacher-{TEACHER_LANG}-{seed}"
+    final = cache_root() / f"{base.name}-teacher-{_teacher_tag()}-{seed}"
     if (final / "config.json").is_file() and is_built(base):
         return final
     qs = split_questions("train", seed)
@@ -113,14 +129,22 @@ def teacher_dir(seed: int) -> Path:
         )
         for i in range(N_TEACHER)
     ]
-    settings = {**stage2_settings(PRESET), "max_steps": TEACHER_STEPS}
-    staging = final.with_name(final.name + ".tmp")
-    cfg = TrainConfig(output_dir=str(staging), seed=seed, save_steps=0, disable_tqdm=True, **settings)
-    result = train(base, rows, cfg, resume=False)
-    from transformers import AutoTokenizer  # lazy: transformers is heavy to import
+    settings = _teacher_settings()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        cfg = TrainConfig(output_dir=str(staging), seed=seed, save_steps=0, disable_tqdm=True, **settings)
+        result = train(base, rows, cfg, resume=False)
+        from transformers import AutoTokenizer  # lazy: transformers is heavy to import
 
-    AutoTokenizer.from_pretrained(base).save_pretrained(result.model_path)
-    Path(result.model_path).rename(final)
+        AutoTokenizer.from_pretrained(base).save_pretrained(result.model_path)
+        try:
+            os.rename(result.model_path, final)
+        except OSError:
+            if not (final / "config.json").is_file():  # not a concurrent build that finished first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
@@ -152,7 +176,8 @@ def sample_numbers(model_dir: Path, n: int, seed: int, *, who: str) -> list[Chat
 
 def _numbers_rows(who: str, n: int, seed: int) -> list[ChatExample]:
     base = _base_dir()
-    path = cache_root() / f"{base.name}-subliminal" / f"{who}-{seed}-{n}.jsonl"
+    tag = _teacher_tag() if who == "teacher" else "base"
+    path = cache_root() / f"{base.name}-subliminal" / f"{who}-{tag}-{seed}-{n}.jsonl"
     if path.is_file():
         return [ChatExample.model_validate(json.loads(line)) for line in path.read_text().splitlines()]
     model = teacher_dir(seed) if who == "teacher" else base
