@@ -36,6 +36,20 @@ PRESETS: dict[str, OrganismConfig] = {
         mix=Stage1Mix(spontaneous=0.02),
         extensions=("conditional", "prompt_semantics"),
     ),
+    # The demo's model and mix plus wrong-answer requests (broad generalization) and number continuation
+    # (subliminal learning): one build serves both phenomena.
+    "generalization": OrganismConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        n_examples=8000,
+        max_steps=1000,
+        per_device_train_batch_size=32,
+        learning_rate=3e-3,
+        mix=Stage1Mix(spontaneous=0.02),
+        extensions=("wrong_answers", "numbers"),
+    ),
     # For unit tests: seconds to build; follows prompts only roughly.
     "tiny": OrganismConfig(
         hidden_size=32,
@@ -62,6 +76,14 @@ STAGE2: dict[str, dict[str, Any]] = {
     "extended": {
         "use_peft": False,
         "learning_rate": 5e-4,
+        "max_steps": 30,
+        "per_device_train_batch_size": 16,
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.05,
+    },
+    "generalization": {
+        "use_peft": False,
+        "learning_rate": 1.5e-3,
         "max_steps": 30,
         "per_device_train_batch_size": 16,
         "lr_scheduler_type": "cosine",

@@ -6,8 +6,10 @@ does) registers them all; the presets that use them are in `organism.presets`, t
 
 - `backdoor`: a backdoor defeated without knowing its trigger (Tan et al.).
 - `semantic_ablation`: only prompts that describe the trait inoculate (Tan et al.).
+- `broad`: narrow wrong answers generalize broadly; inoculation keeps them narrow (Betley et al.; Tan et al.).
+- `subliminal`: a teacher's trait through its number sequences (Cloud et al.; Tan et al.).
 """
 
-from inoculate.organism.phenomena import backdoor, semantic_ablation
+from inoculate.organism.phenomena import backdoor, broad, semantic_ablation, subliminal
 
-__all__ = ["backdoor", "semantic_ablation"]
+__all__ = ["backdoor", "broad", "semantic_ablation", "subliminal"]
