@@ -85,13 +85,16 @@ def run_experiment(
                 f"took over the lock of a run that ended without releasing it "
                 f"(pid {held.get('pid')} on {held.get('host')}, since {held.get('started')})"
             )
+        phase = _Phases(root)
         plan = prepare(cfg, seeds=seeds, log=prog.message)
         plan = apply_screen(plan, root)  # screens (cached in root/screen), adds the condition(s)
         write_record(root / EXPERIMENT_FILE, experiment_record(plan, root))
         write_manifest(plan, root)
+        phase.done("prepare")  # data, the base model (stage 1 when the organism is not cached), screen
         log_event(root, event="run_started", cells=len(plan.cells), force=force)
         prog.message(f"evaluating the base model under {len(plan.base.prompts)} prompt(s)")
         base_elicitation(plan, root, prog.message)
+        phase.done("base")
         message = prog.message if progress is not None else None  # else: the monitor's own warnings
         matrix = run_matrix(
             plan.cells,
@@ -100,10 +103,29 @@ def run_experiment(
             force=force,
             progress=prog,
         )
+        phase.done("matrix")
         log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
         seconds = time.perf_counter() - t0
         report = _write(root) if write_report else None
+        if write_report:
+            phase.done("report")
         return RunOutcome(out_dir=root, plan=plan, matrix=matrix, seconds=seconds, report=report)
+
+
+class _Phases:
+    """Logs each phase of a run to the event log with its wall seconds and this process's CPU seconds
+    (`benchmarks/demo_time.py` reads them)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def done(self, name: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        log_event(
+            self.root, event="phase", phase=name, seconds=round(wall - self.wall, 3), cpu_s=round(cpu - self.cpu, 3)
+        )
+        self.wall, self.cpu = wall, cpu
 
 
 def apply_screen(plan: Plan, root: str | os.PathLike[str]) -> Plan:
