@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inoculate.experiment.cell import base_elicitation, run_cell
-from inoculate.experiment.config import ExperimentConfig
+from inoculate.experiment.config import ExperimentConfig, OrganismModel
 from inoculate.experiment.load import load_experiment
 from inoculate.experiment.matrix import MatrixProgress, MatrixResult, NullProgress, log_event, run_matrix
 from inoculate.experiment.plan import Plan, check_conditions, prepare
@@ -66,8 +66,11 @@ def run_experiment(
     force: bool = False,
     progress: MatrixProgress | None = None,
     write_report: bool = True,
+    workers: int | None = None,
 ) -> RunOutcome:
-    """Run (or resume) an experiment and write its report; finished cells are not redone."""
+    """Run (or resume) an experiment and write its report; finished cells are not redone.
+
+    `workers`: cells run at once, each in a worker process (see `default_workers`, the default)."""
     cfg = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment)
     root = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     check_conditions(cfg)  # an empty condition is refused before the run folder is touched
@@ -102,6 +105,7 @@ def run_experiment(
             lambda cell, d, stage: run_cell(plan, cell, d, stage, message),
             force=force,
             progress=prog,
+            workers=default_workers(cfg) if workers is None else workers,
         )
         phase.done("matrix")
         log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
@@ -110,6 +114,19 @@ def run_experiment(
         if write_report:
             phase.done("report")
         return RunOutcome(out_dir=root, plan=plan, matrix=matrix, seconds=seconds, report=report)
+
+
+def default_workers(cfg: ExperimentConfig) -> int:
+    """Cells run at once by default: one per CPU core, at most 2, for the built-in organism on a machine
+    without a GPU (its cells are small, single-threaded and independent); else 1 (a real model's cell
+    uses the whole device, and judges share one cache and rate limit)."""
+    if not isinstance(cfg.model, OrganismModel) or cfg.uses_judges() or os.name != "posix":
+        return 1
+    import torch  # the plan has imported it already
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 class _Phases:
