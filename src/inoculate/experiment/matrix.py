@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -214,9 +215,9 @@ def _fork_pool(workers: int, cell_fn: CellFn, root: Path, force: bool) -> Any:
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)  # the workers share the cores instead of each taking them all
+    torch = sys.modules.get("torch")  # imported by the cell function's modules, if it uses torch at all
+    if torch is not None:
+        torch.set_num_threads(threads)  # the workers share the cores instead of each taking them all
 
 
 def _work(cell: Cell) -> tuple[dict[str, Any], float]:
