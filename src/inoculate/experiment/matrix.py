@@ -7,6 +7,7 @@ logic can be tested (and reused) with any cheap function. The experiment runner 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -144,6 +145,10 @@ def run_matrix(
                 root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem
             )
         todo.append(cell)
+    # What exists now (the plan, its data, imported modules) lives for the whole run: freeze it out of
+    # the cycle collector, which each training run calls (accelerate's free_memory) and which otherwise
+    # walks it every time; forked workers then also leave those pages shared.
+    gc.freeze()
     if workers > 1 and len(todo) > 1:
         n = min(workers, len(todo))
         pool = _fork_pool(n, cell_fn, root, force)  # forked before the progress display starts a thread
