@@ -123,12 +123,15 @@ def run_matrix(
     force: bool = False,
     progress: MatrixProgress | None = None,
     workers: int = 1,
+    alongside: Callable[[], None] | None = None,
 ) -> MatrixResult:
     """Run every cell not already finished with its key; return which ran and which were cached.
 
     Each cell's folder gets `config.json` first and `done` last. `force` reruns every cell. A cell
     whose `done` marker names its key but whose outputs no longer match (or parse) is recomputed,
     and the run says so. `workers` > 1 runs cells in that many worker processes (forked).
+    `alongside` is work of this process that needs no cell (the base model's evaluation): with workers
+    it runs while they start on the cells, else before the first cell; its errors stop the run.
     """
     root = Path(root)
     prog = progress or NullProgress()
@@ -141,9 +144,7 @@ def run_matrix(
             continue
         if problem not in (None, "not finished"):
             prog.message(f"seed_{cell.seed} of {cell.condition}: {problem}; recomputing")
-            log_event(
-                root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem
-            )
+            log_event(root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem)
         todo.append(cell)
     # What exists now (the plan, its data, imported modules) lives for the whole run: freeze it out of
     # the cycle collector, which each training run calls (accelerate's free_memory) and which otherwise
@@ -158,7 +159,10 @@ def run_matrix(
         try:
             for cell in todo[:n]:
                 prog.cell_started(cell)
-            for i, (summary, seconds) in enumerate(pool.imap(_work, todo)):
+            results = pool.imap(_work, todo)
+            if alongside is not None:
+                alongside()
+            for i, (summary, seconds) in enumerate(results):
                 result.ran.append(todo[i])
                 prog.cell_finished(todo[i], summary, seconds, False)
                 if i + n < len(todo):
@@ -172,6 +176,8 @@ def run_matrix(
             pool.join()
             prog.stop()
         return result
+    if alongside is not None:
+        alongside()
     prog.start(len(cells), len(result.cached))
     for cell in result.cached:
         prog.cell_finished(cell, {}, 0.0, True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,30 +90,35 @@ def run_experiment(
                 f"(pid {held.get('pid')} on {held.get('host')}, since {held.get('started')})"
             )
         phase = _Phases(root)
-        plan = prepare(cfg, seeds=seeds, log=prog.message)
-        plan = apply_screen(plan, root)  # screens (cached in root/screen), adds the condition(s)
-        write_record(root / EXPERIMENT_FILE, experiment_record(plan, root))
-        write_manifest(plan, root)
-        phase.done("prepare")  # data, the base model (stage 1 when the organism is not cached), screen
+        with phase("prepare"):  # data, the base model (stage 1 when the organism is not cached), screen
+            plan = prepare(cfg, seeds=seeds, log=prog.message)
+            plan = apply_screen(plan, root)  # screens (cached in root/screen), adds the condition(s)
+            write_record(root / EXPERIMENT_FILE, experiment_record(plan, root))
+            write_manifest(plan, root)
         log_event(root, event="run_started", cells=len(plan.cells), force=force)
-        prog.message(f"evaluating the base model under {len(plan.base.prompts)} prompt(s)")
-        base_elicitation(plan, root, prog.message)
-        phase.done("base")
+
+        def evaluate_base() -> None:
+            with phase("base"):
+                prog.message(f"evaluating the base model under {len(plan.base.prompts)} prompt(s)")
+                base_elicitation(plan, root, prog.message)
+
         message = prog.message if progress is not None else None  # else: the monitor's own warnings
-        matrix = run_matrix(
-            plan.cells,
-            root,
-            lambda cell, d, stage: run_cell(plan, cell, d, stage, message),
-            force=force,
-            progress=prog,
-            workers=default_workers(cfg) if workers is None else workers,
-        )
-        phase.done("matrix")
+        with phase("matrix"):  # with workers, the base model is evaluated while they run the first cells
+            matrix = run_matrix(
+                plan.cells,
+                root,
+                lambda cell, d, stage: run_cell(plan, cell, d, stage, message),
+                force=force,
+                progress=prog,
+                workers=default_workers(cfg) if workers is None else workers,
+                alongside=evaluate_base,
+            )
         log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
         seconds = time.perf_counter() - t0
-        report = _write(root) if write_report else None
+        report = None
         if write_report:
-            phase.done("report")
+            with phase("report"):
+                report = _write(root)
         return RunOutcome(out_dir=root, plan=plan, matrix=matrix, seconds=seconds, report=report)
 
 
@@ -130,19 +136,23 @@ def default_workers(cfg: ExperimentConfig) -> int:
 
 
 class _Phases:
-    """Logs each phase of a run to the event log with its wall seconds and this process's CPU seconds
-    (`benchmarks/demo_time.py` reads them)."""
+    """`with phase(NAME):` logs the phase to the run's event log with its wall seconds and this process's
+    CPU seconds (`benchmarks/demo_time.py` reads them)."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
 
-    def done(self, name: str) -> None:
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
         wall, cpu = time.perf_counter(), time.process_time()
+        yield
         log_event(
-            self.root, event="phase", phase=name, seconds=round(wall - self.wall, 3), cpu_s=round(cpu - self.cpu, 3)
+            self.root,
+            event="phase",
+            phase=name,
+            seconds=round(time.perf_counter() - wall, 3),
+            cpu_s=round(time.process_time() - cpu, 3),
         )
-        self.wall, self.cpu = wall, cpu
 
 
 def apply_screen(plan: Plan, root: str | os.PathLike[str]) -> Plan:
