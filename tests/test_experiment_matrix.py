@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,51 @@ def test_prepare_cell_clears_evaluation_outputs_and_marker(tmp_path):
 def test_a_torn_done_marker_does_not_count(tmp_path):
     (tmp_path / DONE).write_text('{"key": "k')
     assert not is_done(tmp_path, "k")
+
+
+class PidCell(FakeCell):
+    """FakeCell that also says which process ran it."""
+
+    def __call__(self, cell: Cell, cell_dir: Path, stage) -> dict:
+        summary = super().__call__(cell, cell_dir, stage)
+        return {**summary, "pid": os.getpid()}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="worker processes are forked")
+def test_workers_run_cells_in_other_processes_with_the_sequential_result(tmp_path):
+    cells = make_cells(conditions=("a", "b", "c"))
+    res = run_matrix(cells, tmp_path / "par", PidCell(), workers=2)
+    assert [(c.condition, c.seed) for c in res.ran] == [(c.condition, c.seed) for c in cells]
+    run_matrix(cells, tmp_path / "seq", FakeCell())
+    for c in cells:
+        par, seq = tmp_path / "par" / c.rel_dir, tmp_path / "seq" / c.rel_dir
+        assert is_done(par, c.key)
+        assert (par / "metrics.json").read_bytes() == (seq / "metrics.json").read_bytes()
+    events = read_events(tmp_path / "par")
+    assert sum(e["event"] == "cell_finished" for e in events) == len(cells)
+    # a finished parallel run is cached like a sequential one
+    again = run_matrix(cells, tmp_path / "par", FakeCell(), workers=2)
+    assert again.ran == [] and len(again.cached) == len(cells)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="worker processes are forked")
+def test_workers_are_other_processes_and_a_failing_cell_stops_the_run(tmp_path):
+    pids: list[int] = []
+
+    class Progress:
+        def message(self, text): ...
+        def start(self, total, finished): ...
+        def cell_started(self, cell): ...
+        def stage(self, cell, stage): ...
+        def cell_finished(self, cell, summary, seconds, cached):
+            pids.append(summary["pid"])
+
+        def stop(self): ...
+
+    cells = make_cells()
+    run_matrix(cells, tmp_path / "ok", PidCell(), workers=2, progress=Progress())
+    assert len(pids) == len(cells) and os.getpid() not in pids
+
+    with pytest.raises(Boom):
+        run_matrix(cells, tmp_path / "dies", FakeCell(die_on=("a", 0)), workers=2)
+    assert not (tmp_path / "dies" / "a" / "seed_0" / DONE).exists()

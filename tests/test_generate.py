@@ -434,3 +434,27 @@ def test_experiment_cells_evaluated_over_http_use_their_own_adapters(
         outputs[cond] = [r["messages"][-1]["content"] for r in rows]
         assert outputs[cond] == want
     assert outputs["baseline"] != outputs["inoc"]
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.8])
+def test_seeded_sampler_draws_what_multinomial_draws_per_row(top_p: float) -> None:
+    """The sampler's exponential race gives the token torch.multinomial(p, 1, generator=g) gives, row by
+    row and step by step, so a row's sample depends only on its own seed."""
+    from inoculate.generate.hf import SeededSampler
+
+    seeds, vocab = [3, 14, 15, 92, 65], 50
+    sampler = SeededSampler(seeds, temperature=0.7, top_p=top_p, device=torch.device("cpu"))
+    reference = [torch.Generator().manual_seed(s) for s in seeds]
+    torch.manual_seed(0)
+    for _ in range(6):
+        scores = torch.randn(len(seeds), vocab) * 3
+        out = sampler(torch.zeros(len(seeds), 1, dtype=torch.long), scores.clone())
+        chosen = out.argmax(dim=-1)
+        assert bool(torch.isfinite(out).sum(dim=-1).eq(1).all())
+        probs = torch.softmax(scores / 0.7, dim=-1)
+        if top_p < 1.0:
+            sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+            drop = torch.cumsum(sorted_p, dim=-1) - sorted_p >= top_p
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+        expected = [int(torch.multinomial(probs[i], 1, generator=g)[0]) for i, g in enumerate(reference)]
+        assert chosen.tolist() == expected

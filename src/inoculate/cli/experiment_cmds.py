@@ -56,12 +56,21 @@ def _show(report: Report | None, *, check: bool) -> None:
         raise typer.Exit(EXIT_EXPECTATION_FAILED)
 
 
-def _run(experiment: object, out: Path | None, seeds: int | None, force: bool, check: bool) -> None:
+def _run(
+    experiment: object, out: Path | None, seeds: int | None, force: bool, check: bool, workers: int | None
+) -> None:
     from inoculate.experiment import run_experiment  # lazy: the orchestrator imports torch (4 s)
     from inoculate.experiment.progress import RichProgress
 
     progress = RichProgress(err_console, headline_prompt="neutral")
-    outcome = run_experiment(experiment, out, seeds=seeds, force=force, progress=progress)  # type: ignore[arg-type]
+    outcome = run_experiment(
+        experiment,  # type: ignore[arg-type]
+        out,
+        seeds=seeds,
+        force=force,
+        progress=progress,
+        workers=workers,
+    )
     err_console.print(
         f"{len(outcome.matrix.ran)} cell(s) run, {len(outcome.matrix.cached)} cached, {outcome.seconds:.1f}s"
     )
@@ -70,6 +79,10 @@ def _run(experiment: object, out: Path | None, seeds: int | None, force: bool, c
 
 _SEEDS_HELP = "Run seeds 0..N-1 instead of the experiment's seeds."
 _MAX_SEEDS = 100  # inoculate.experiment.config.MAX_SEEDS (not imported here: the CLI starts light)
+_WORKERS_HELP = (
+    "Cells run at once, each in its own process (default: 2 for the built-in organism on a CPU-only "
+    "machine with 2+ cores, else 1)."
+)
 _CHECK_HELP = (
     f"Exit with status {EXIT_EXPECTATION_FAILED} if a declared expectation fails or cannot be checked."
 )
@@ -83,6 +96,7 @@ def run_cmd(
     seeds: int | None = typer.Option(None, "--seeds", min=1, max=_MAX_SEEDS, help=_SEEDS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo every cell, even finished ones."),
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
+    workers: int | None = typer.Option(None, "--workers", min=1, max=64, help=_WORKERS_HELP),
     plugin: list[str] = plugin_option(),
 ) -> None:
     """Run an experiment's conditions x seeds matrix (resuming finished cells) and write its report.
@@ -90,7 +104,7 @@ def run_cmd(
     Plugins (`--plugin`, then the YAML's `plugins:`) are imported before the YAML is validated.
     """
     load_plugins(plugin)
-    _run(experiment, out, seeds, force, check)
+    _run(experiment, out, seeds, force, check, workers)
 
 
 @app.command("report")
@@ -140,6 +154,7 @@ def demo_cmd(
     force: bool = typer.Option(False, "--force", help="Redo every cell, even finished ones."),
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
     list_: bool = typer.Option(False, "--list", help="List the phenomena `inoculate demo NAME` runs."),
+    workers: int | None = typer.Option(None, "--workers", min=1, max=64, help=_WORKERS_HELP),
 ) -> None:
     """Watch inoculation prompting work: Spanish + ALL-CAPS on the built-in model organism, on CPU.
 
@@ -160,7 +175,7 @@ def demo_cmd(
     from inoculate.experiment import demo_config
 
     default_out = Path("runs/demo") if name is None else Path(f"runs/demo_{name}")
-    _run(demo_config(name), out or default_out, seeds, force, check)
+    _run(demo_config(name), out or default_out, seeds, force, check, workers)
 
 
 def _list_demos(names: list[str]) -> None:

@@ -68,7 +68,7 @@ def run_cell(
         manifest.save(cell_dir / TRAIN_MANIFEST_FILE)
 
     stage("train")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model_path, train_config = plan.model_path, plan.train_config
     tc = TrainConfig.model_validate({**train_config, "output_dir": str(cell_dir), "seed": cell.seed})
     monitor = plan.dynamics.get(cell.condition)
@@ -82,6 +82,7 @@ def run_cell(
     if printed.getvalue():
         write_text_atomic(cell_dir / "train_stdout.log", printed.getvalue())
     timings["train"] = time.perf_counter() - t0
+    timings["cpu_train"] = time.process_time() - c0
 
     t0 = time.perf_counter()
     judges_before = judge_stats()
@@ -101,6 +102,7 @@ def run_cell(
         stage=stage,
         root=cell_dir.parent.parent,  # a cell's folder is OUT/<condition>/seed_<k>
         adapter_name=served_adapter_name(cell.condition, cell.seed) if result.is_adapter else None,
+        timings=timings,
     )
     timings["evaluate"] = time.perf_counter() - t0
 
@@ -140,29 +142,42 @@ def evaluate(
     stage: Any = None,
     root: Path | None = None,
     adapter_name: str | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Generate under each eval set and score; writes generations/ and scores/; returns the means.
 
     `scorers`: per name, the scorers of the metrics scored there (default: every metric's). A name
     `SET/PROMPT` (several eval sets) writes `generations/SET/PROMPT.jsonl`.
     With `root` (the run folder), model and adapter paths inside it are recorded relative to it.
-    `adapter_name` is the name a server serves the adapter under (openai_http only)."""
+    `adapter_name` is the name a server serves the adapter under (openai_http only). `timings` gets
+    the seconds spent generating and scoring, wall (`generate`, `score`) and this process's CPU
+    (`cpu_generate`, `cpu_score`), added to what it holds."""
 
     gen = plan.config.generation
     named = {"adapter_name": adapter_name} if adapter_name and gen.backend == "openai_http" else {}
     backend = get_backend(gen.backend, model=model, adapter=adapter, **named, **gen.options())
     params = SamplingParams(**plan.config.sampling.model_dump(), seed=seed)
     results: dict[str, dict[str, Any]] = {}
+    spent = {"generate": 0.0, "score": 0.0, "cpu_generate": 0.0, "cpu_score": 0.0}
     for name, examples in prompts.items():
         if stage is not None:
             stage(f"generate [{name}]")
+        t0, c0 = time.perf_counter(), time.process_time()
         gens = backend.generate(examples, params)
         write_jsonl_atomic(out_dir / "generations" / f"{name}.jsonl", (_portable(g, root) for g in gens))
+        t1, c1 = time.perf_counter(), time.process_time()
         if stage is not None:
             stage(f"score [{name}]")
         rows, means = score_generations(gens, (scorers or {}).get(name, plan.scorers))
         write_jsonl_atomic(out_dir / "scores" / f"{name}.jsonl", rows)
         results[name] = means
+        spent["generate"] += t1 - t0
+        spent["cpu_generate"] += c1 - c0
+        spent["score"] += time.perf_counter() - t1
+        spent["cpu_score"] += time.process_time() - c1
+    if timings is not None:
+        for k, v in spent.items():
+            timings[k] = timings.get(k, 0.0) + v
     return results
 
 

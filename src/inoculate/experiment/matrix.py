@@ -7,8 +7,10 @@ logic can be tested (and reused) with any cheap function. The experiment runner 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,12 +122,16 @@ def run_matrix(
     *,
     force: bool = False,
     progress: MatrixProgress | None = None,
+    workers: int = 1,
+    alongside: Callable[[], None] | None = None,
 ) -> MatrixResult:
     """Run every cell not already finished with its key; return which ran and which were cached.
 
     Each cell's folder gets `config.json` first and `done` last. `force` reruns every cell. A cell
     whose `done` marker names its key but whose outputs no longer match (or parse) is recomputed,
-    and the run says so.
+    and the run says so. `workers` > 1 runs cells in that many worker processes (forked).
+    `alongside` is work of this process that needs no cell (the base model's evaluation): with workers
+    it runs while they start on the cells, else before the first cell; its errors stop the run.
     """
     root = Path(root)
     prog = progress or NullProgress()
@@ -140,30 +146,92 @@ def run_matrix(
             prog.message(f"seed_{cell.seed} of {cell.condition}: {problem}; recomputing")
             log_event(root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem)
         todo.append(cell)
+    # What exists now (the plan, its data, imported modules) lives for the whole run: freeze it out of
+    # the cycle collector, which each training run calls (accelerate's free_memory) and which otherwise
+    # walks it every time; forked workers then also leave those pages shared.
+    gc.freeze()
+    if workers > 1 and len(todo) > 1:
+        n = min(workers, len(todo))
+        pool = _fork_pool(n, cell_fn, root, force)  # forked before the progress display starts a thread
+        prog.start(len(cells), len(result.cached))
+        for cell in result.cached:
+            prog.cell_finished(cell, {}, 0.0, True)
+        try:
+            for cell in todo[:n]:
+                prog.cell_started(cell)
+            results = pool.imap(_work, todo)
+            if alongside is not None:
+                alongside()
+            for i, (summary, seconds) in enumerate(results):
+                result.ran.append(todo[i])
+                prog.cell_finished(todo[i], summary, seconds, False)
+                if i + n < len(todo):
+                    prog.cell_started(todo[i + n])
+        except BaseException:
+            pool.terminate()
+            raise
+        else:
+            pool.close()
+        finally:
+            pool.join()
+            prog.stop()
+        return result
+    if alongside is not None:
+        alongside()
     prog.start(len(cells), len(result.cached))
     for cell in result.cached:
         prog.cell_finished(cell, {}, 0.0, True)
     try:
         for cell in todo:
-            cell_dir = root / cell.rel_dir
-            state = prepare_cell(cell_dir, cell.key, cell.train_key, force=force)
-            write_cell_config(cell_dir, cell.config, cell.key, cell.train_key)
-            log_event(
-                root,
-                event="cell_started",
-                condition=cell.condition,
-                seed=cell.seed,
-                key=cell.key,
-                state=state,
-            )
             prog.cell_started(cell)
-            t0 = time.perf_counter()
-            summary = cell_fn(cell, cell_dir, lambda stage, c=cell: prog.stage(c, stage))
-            seconds = time.perf_counter() - t0
-            mark_done(cell_dir, cell.key, condition=cell.condition, seed=cell.seed, seconds=round(seconds, 3))
-            log_event(root, event="cell_finished", condition=cell.condition, seed=cell.seed, key=cell.key)
+            summary, seconds = run_one(cell, root, cell_fn, force, lambda stage, c=cell: prog.stage(c, stage))
             result.ran.append(cell)
             prog.cell_finished(cell, summary, seconds, False)
     finally:
         prog.stop()
     return result
+
+
+def run_one(
+    cell: Cell, root: Path, cell_fn: CellFn, force: bool, stage: StageFn
+) -> tuple[dict[str, Any], float]:
+    """One cell, start to `done`: its folder prepared, `config.json` first, the work, `done` last; the
+    events logged. Returns the cell function's summary and the seconds it took."""
+    cell_dir = root / cell.rel_dir
+    state = prepare_cell(cell_dir, cell.key, cell.train_key, force=force)
+    write_cell_config(cell_dir, cell.config, cell.key, cell.train_key)
+    log_event(root, event="cell_started", condition=cell.condition, seed=cell.seed, key=cell.key, state=state)
+    t0 = time.perf_counter()
+    summary = cell_fn(cell, cell_dir, stage)
+    seconds = time.perf_counter() - t0
+    mark_done(cell_dir, cell.key, condition=cell.condition, seed=cell.seed, seconds=round(seconds, 3))
+    log_event(root, event="cell_finished", condition=cell.condition, seed=cell.seed, key=cell.key)
+    return summary, seconds
+
+
+# Worker processes: forked, so they inherit the cell function (and the plan it closes over) as they are,
+# loaded data and imported modules included; only the cell goes to a worker and its summary comes back.
+_JOB: tuple[CellFn, Path, bool] | None = None
+
+
+def _fork_pool(workers: int, cell_fn: CellFn, root: Path, force: bool) -> Any:
+    import multiprocessing
+
+    global _JOB
+    _JOB = (cell_fn, root, force)
+    # A forked child must not use the tokenizers' thread pool the parent may have started.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(threads,))
+
+
+def _init_worker(threads: int) -> None:
+    torch = sys.modules.get("torch")  # imported by the cell function's modules, if it uses torch at all
+    if torch is not None:
+        torch.set_num_threads(threads)  # the workers share the cores instead of each taking them all
+
+
+def _work(cell: Cell) -> tuple[dict[str, Any], float]:
+    assert _JOB is not None, "a matrix worker runs only in a pool made by _fork_pool"
+    cell_fn, root, force = _JOB
+    return run_one(cell, root, cell_fn, force, lambda stage: None)

@@ -29,11 +29,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from inoculate.experiment.cell import base_elicitation, run_cell
-from inoculate.experiment.config import ExperimentConfig
+from inoculate.experiment.config import ExperimentConfig, OrganismModel
 from inoculate.experiment.load import load_experiment
 from inoculate.experiment.matrix import MatrixProgress, MatrixResult, NullProgress, log_event, run_matrix
 from inoculate.experiment.plan import Plan, check_conditions, prepare
@@ -66,8 +67,11 @@ def run_experiment(
     force: bool = False,
     progress: MatrixProgress | None = None,
     write_report: bool = True,
+    workers: int | None = None,
 ) -> RunOutcome:
-    """Run (or resume) an experiment and write its report; finished cells are not redone."""
+    """Run (or resume) an experiment and write its report; finished cells are not redone.
+
+    `workers`: cells run at once, each in a worker process (see `default_workers`, the default)."""
     cfg = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment)
     root = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     check_conditions(cfg)  # an empty condition is refused before the run folder is touched
@@ -85,25 +89,70 @@ def run_experiment(
                 f"took over the lock of a run that ended without releasing it "
                 f"(pid {held.get('pid')} on {held.get('host')}, since {held.get('started')})"
             )
-        plan = prepare(cfg, seeds=seeds, log=prog.message)
-        plan = apply_screen(plan, root)  # screens (cached in root/screen), adds the condition(s)
-        write_record(root / EXPERIMENT_FILE, experiment_record(plan, root))
-        write_manifest(plan, root)
+        phase = _Phases(root)
+        with phase("prepare"):  # data, the base model (stage 1 when the organism is not cached), screen
+            plan = prepare(cfg, seeds=seeds, log=prog.message)
+            plan = apply_screen(plan, root)  # screens (cached in root/screen), adds the condition(s)
+            write_record(root / EXPERIMENT_FILE, experiment_record(plan, root))
+            write_manifest(plan, root)
         log_event(root, event="run_started", cells=len(plan.cells), force=force)
-        prog.message(f"evaluating the base model under {len(plan.base.prompts)} prompt(s)")
-        base_elicitation(plan, root, prog.message)
+
+        def evaluate_base() -> None:
+            with phase("base"):
+                prog.message(f"evaluating the base model under {len(plan.base.prompts)} prompt(s)")
+                base_elicitation(plan, root, prog.message)
+
         message = prog.message if progress is not None else None  # else: the monitor's own warnings
-        matrix = run_matrix(
-            plan.cells,
-            root,
-            lambda cell, d, stage: run_cell(plan, cell, d, stage, message),
-            force=force,
-            progress=prog,
-        )
+        with phase("matrix"):  # with workers, the base model is evaluated while they run the first cells
+            matrix = run_matrix(
+                plan.cells,
+                root,
+                lambda cell, d, stage: run_cell(plan, cell, d, stage, message),
+                force=force,
+                progress=prog,
+                workers=default_workers(cfg) if workers is None else workers,
+                alongside=evaluate_base,
+            )
         log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
         seconds = time.perf_counter() - t0
-        report = _write(root) if write_report else None
+        report = None
+        if write_report:
+            with phase("report"):
+                report = _write(root)
         return RunOutcome(out_dir=root, plan=plan, matrix=matrix, seconds=seconds, report=report)
+
+
+def default_workers(cfg: ExperimentConfig) -> int:
+    """Cells run at once by default: one per CPU core, at most 2, for the built-in organism on a machine
+    without a GPU (its cells are small, single-threaded and independent); else 1 (a real model's cell
+    uses the whole device, and judges share one cache and rate limit)."""
+    if not isinstance(cfg.model, OrganismModel) or cfg.uses_judges() or os.name != "posix":
+        return 1
+    import torch  # the plan has imported it already
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class _Phases:
+    """`with phase(NAME):` logs the phase to the run's event log with its wall seconds and this process's
+    CPU seconds (`benchmarks/demo_time.py` reads them)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        log_event(
+            self.root,
+            event="phase",
+            phase=name,
+            seconds=round(time.perf_counter() - wall, 3),
+            cpu_s=round(time.process_time() - cpu, 3),
+        )
 
 
 def apply_screen(plan: Plan, root: str | os.PathLike[str]) -> Plan:

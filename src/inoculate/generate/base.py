@@ -167,12 +167,15 @@ class Backend(ABC):
                 f"backend {self.name} returned {len(completions)} completions for {len(rows)} prompts"
             )
         seen_cache: dict[str | None, str | None] = {}
+        rendered: dict[int, str | None] = {}  # per example: its n samples share one prompt
         out: list[ChatExample] = []
         for (i, k), comp in zip(rows, completions, strict=True):
             ex, prompt = examples[i], prompts[i]
             sys_text = prompt[0].content if prompt and prompt[0].role == "system" else None
             if sys_text not in seen_cache:
                 seen_cache[sys_text] = self.seen_system_prompt(sys_text)
+            if i not in rendered:
+                rendered[i] = self.rendered_prompt(prompt)
             gen = {
                 "backend": self.name,
                 "model": self.model_name,
@@ -181,7 +184,7 @@ class Backend(ABC):
                 "sample_index": k,
                 "seed": seeds[i * params.n + k],
                 "source_id": ex.id,
-                "rendered_prompt": self.rendered_prompt(prompt),
+                "rendered_prompt": rendered[i],
                 "seen_system_prompt": seen_cache[sys_text],
                 "finish_reason": comp.finish_reason,
                 "completion_tokens": comp.n_tokens,

@@ -196,7 +196,7 @@ def _build(
     from transformers import AutoTokenizer
 
     say = log or (lambda msg: None)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     init = init_model(config, staging / "init")
     examples = stage1_examples(config.n_examples, config.mix, seed=config.seed, extensions=config.extensions)
     say(f"stage 1: pretraining the organism ({config.max_steps} steps on {len(examples)} examples)")
@@ -233,6 +233,7 @@ def _build(
         "steps": result.global_step,
         "train_seconds": round(result.runtime_s, 2),
         "build_seconds": round(time.perf_counter() - t0, 2),
+        "build_cpu_seconds": round(time.process_time() - c0, 2),
         "loss_history": [
             {"step": h["step"], "loss": h["loss"]} for h in result.log_history if "loss" in h and "step" in h
         ],
