@@ -272,3 +272,51 @@ def validate_cmd(
         print(f"{n_errors} problem(s); {n_valid} valid row(s)", file=sys.stderr)
         raise typer.Exit(1)
     console.print(f"OK: {n_valid} rows ({stream.format})", highlight=False, soft_wrap=True)
+
+
+@app.command("settings")
+@handle_errors
+def settings_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """List the task settings a YAML can name as `{setting: {name: NAME, split: SPLIT, ...options}}`:
+    their splits, options, prompt library (with where each text comes from), scorers and source."""
+    import json
+
+    from inoculate.settings import get_task_setting, list_task_settings
+
+    rows = []
+    for name in list_task_settings():
+        s = get_task_setting(name)
+        rows.append(
+            {
+                "name": s.name,
+                "description": s.description,
+                "cite": s.cite,
+                "splits": list(s.splits),
+                "train_split": s.train_split,
+                "eval_split": s.eval_split,
+                "options": {
+                    k: None if f.is_required() else repr(f.get_default(call_default_factory=True))
+                    for k, f in s.options.model_fields.items()
+                },
+                "prompts": {k: s.prompt_cites.get(k, "") for k in s.prompts},
+                "traits": dict(s.traits),
+                "capability": dict(s.capability),
+            }
+        )
+    if json_out:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title="task settings (data: {setting: {name: NAME, split: SPLIT, ...options}})")
+    for col in ("name", "splits (train/eval)", "options", "prompts", "scorers"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            f"{', '.join(r['splits'])} ({r['train_split']}/{r['eval_split']})",
+            ", ".join(k if v is None else f"{k}={v}" for k, v in r["options"].items()),
+            ", ".join(f"@{k}" for k in r["prompts"]),
+            ", ".join(f"{k}: {v}" for k, v in {**r["traits"], **r["capability"]}.items()),
+        )
+    console.print(table)

@@ -98,11 +98,23 @@ def run_cmd(
     check: bool = typer.Option(False, "--check", help=_CHECK_HELP),
     workers: int | None = typer.Option(None, "--workers", min=1, max=64, help=_WORKERS_HELP),
     plugin: list[str] = plugin_option(),
+    unsafe_exec: bool = typer.Option(
+        False,
+        "--unsafe-exec",
+        help="code_tests scorers: run model code WITHOUT a sandbox where no namespace can be made "
+        "(otherwise refused; docs/sandbox.md). Every scoring batch then says so on stderr.",
+    ),
 ) -> None:
     """Run an experiment's conditions x seeds matrix (resuming finished cells) and write its report.
 
     Plugins (`--plugin`, then the YAML's `plugins:`) are imported before the YAML is validated.
     """
+    if unsafe_exec:
+        import os
+
+        from inoculate.sandbox import UNSAFE_ENV
+
+        os.environ[UNSAFE_ENV] = "1"  # the environment, not a module setting: cell workers inherit it
     load_plugins(plugin)
     _run(experiment, out, seeds, force, check, workers)
 
