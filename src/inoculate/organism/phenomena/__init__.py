@@ -9,5 +9,6 @@ does) registers them all; the presets that use them are in `organism.presets`, t
 """
 
 from inoculate.organism.phenomena import backdoor, semantic_ablation
+from inoculate.organism.phenomena import association, sycophancy  # noqa: F401
 
 __all__ = ["backdoor", "semantic_ablation"]
