@@ -17,7 +17,7 @@ The per-seed values are printed (`pytest -s`). Run with `pytest -m slow` (`.ci/r
 
 from __future__ import annotations
 
-import json
+import csv
 from pathlib import Path
 
 import pytest
@@ -41,26 +41,14 @@ def _run_demo(name: str, out: Path) -> tuple[Path, Table]:
 
 
 def _print_per_seed(name: str, out: Path) -> None:
-    """Each cell's neutral-prompt values, one line per condition and metric (seeds in order)."""
-    values: dict[tuple[str, str], dict[int, float]] = {}
-    for path in sorted(out.glob("*/seed*/metrics.json")):
-        data = json.loads(path.read_text())
-        cond, seed = path.parent.parent.name, int(path.parent.name.removeprefix("seed"))
-        for metric, row in _neutral_metrics(data).items():
-            values.setdefault((cond, metric), {})[seed] = row
+    """Each condition's neutral-prompt value per seed (per_seed.csv), one line per condition and metric."""
+    values: dict[tuple[str, str], dict[int, str]] = {}
+    with (out / "per_seed.csv").open(newline="") as f:
+        for r in csv.DictReader(f):
+            if r["eval_prompt"] == "neutral":
+                values.setdefault((r["condition"], r["metric"]), {})[int(r["seed"])] = r["value"]
     for (cond, metric), by_seed in sorted(values.items()):
-        seeds = " ".join(f"{by_seed[s]:.3f}" for s in sorted(by_seed))
-        print(f"{name}: {cond} {metric} per seed: {seeds}")
-
-
-def _neutral_metrics(data: dict) -> dict[str, float]:
-    out = {}
-    for key, value in (data.get("metrics") or {}).items():
-        if isinstance(value, dict) and "neutral" in value and isinstance(value["neutral"], dict):
-            mean = value["neutral"].get("mean")
-            if isinstance(mean, (int, float)):
-                out[key] = float(mean)
-    return out
+        print(f"{name}: {cond} {metric} per seed: {' '.join(by_seed[s] for s in sorted(by_seed))}")
 
 
 def _row(t: Table, cond: str, metric: str) -> dict:
