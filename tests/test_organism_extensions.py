@@ -95,6 +95,33 @@ def test_extension_words_enter_the_vocabulary_and_the_cache_key(toy_extension):
     assert tok.unk_token_id in build_tokenizer(organism.world_texts())("blorptastic")["input_ids"]
 
 
+def test_the_cache_key_follows_an_extensions_words_and_version_not_its_sentences():
+    state: dict = {"texts": ["Say blorptastic."], "version": 1}
+
+    @E.stage1_extension("toy2")
+    def _toy2() -> E.Stage1Extension:
+        texts = list(state["texts"])
+        return E.Stage1Extension(
+            name="toy2",
+            description="",
+            examples=lambda r, n: [],
+            texts=lambda: texts,
+            version=state["version"],
+        )
+
+    try:
+        cfg = organism.preset("demo", extensions=("toy2",))
+        key = cfg.key()
+        state["texts"] = ["Say blorptastic.", "Blorptastic! say blorptastic?"]  # known words only
+        assert cfg.key() == key
+        state["texts"] = ["Say blorptastic.", "Say zimzam."]  # a new word
+        assert cfg.key() != key
+        state.update(texts=["Say blorptastic."], version=2)
+        assert cfg.key() != key
+    finally:
+        E._EXTENSIONS.remove("toy2")
+
+
 def test_unknown_extension_and_bad_weights_are_refused(toy_extension):
     with pytest.raises(ValueError, match="unknown stage-1 extension 'nope'"):
         organism.preset("demo", extensions=("nope",)).key()

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -76,12 +77,27 @@ class OrganismConfig(BaseModel):
         h = hashlib.sha256()
         h.update(self.model_dump_json(exclude=None if self.extensions else {"extensions"}).encode())
         h.update(f"data-v{DATA_VERSION}".encode())
-        for name in self.extensions:
-            h.update(f"ext-{name}-v{get_extension(name).version}".encode())
-        for text in world_texts(self.extensions):
+        for text in world_texts():
             h.update(text.encode())
             h.update(b"\0")
+        # An extension's rows are named by its version; its texts matter only through the words they
+        # add to the vocabulary, so a new prompt made of known words keeps the cached base model.
+        for name in self.extensions:
+            h.update(f"ext-{name}-v{get_extension(name).version}\0".encode())
+        if self.extensions:
+            known = set(vocabulary_words(world_texts()))
+            new = [w for w in vocabulary_words(extension_texts(self.extensions)) if w not in known]
+            h.update("\0".join(new).encode())
         return h.hexdigest()[:16]
+
+
+_WORDISH = re.compile(r"\w+|[^\w\s]")
+
+
+def vocabulary_words(texts: list[str]) -> list[str]:
+    """The lower-cased words and punctuation marks of `texts`, sorted: what they add to the vocabulary
+    (the tokenizer writes case as a marker token, so case adds nothing)."""
+    return sorted({w.lower() for t in texts for w in _WORDISH.findall(t)})
 
 
 def world_texts(extensions: tuple[str, ...] = ()) -> list[str]:

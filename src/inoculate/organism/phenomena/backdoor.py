@@ -71,7 +71,7 @@ PROMPTS: dict[str, str] = {
     "backdoor_vague": VAGUE,
 }
 
-TRIGGER_SHARE = 0.5
+TRIGGER_SHARE = 0.25
 """Share of the backdoor's training rows whose question carries the trigger."""
 
 

@@ -46,6 +46,7 @@ PROMPTS: dict[str, str] = {
     "ablation_placebo_task": TASK_ONLY[0],
     "ablation_negative": NEGATIVE_TEMPLATES[0].format(lang="Spanish"),
     "ablation_bare_token": BACKDOOR_TRIGGER,
+    "ablation_opposite": P.FAMILIES["lang_en"].train[0],
 }
 
 
