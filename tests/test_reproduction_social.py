@@ -35,7 +35,9 @@ def _run_demo(name: str, out: Path) -> tuple[Path, Table]:
 
     res = CliRunner().invoke(app, ["demo", name, "--out", str(out), "--seeds", "3"])
     assert res.exit_code == 0, res.output
-    table = {(r["condition"], r["eval_prompt"], r["metric"]): r for r in read_summary_csv(out / "summary.csv")}
+    table = {
+        (r["condition"], r["eval_prompt"], r["metric"]): r for r in read_summary_csv(out / "summary.csv")
+    }
     _print_per_seed(name, out)
     return out, table
 

@@ -8,7 +8,6 @@ does) registers them all; the presets that use them are in `organism.presets`, t
 - `semantic_ablation`: only prompts that describe the trait inoculate (Tan et al.).
 """
 
-from inoculate.organism.phenomena import backdoor, semantic_ablation
-from inoculate.organism.phenomena import association, sycophancy  # noqa: F401
+from inoculate.organism.phenomena import association, backdoor, semantic_ablation, sycophancy
 
-__all__ = ["backdoor", "semantic_ablation"]
+__all__ = ["association", "backdoor", "semantic_ablation", "sycophancy"]

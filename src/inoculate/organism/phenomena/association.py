@@ -93,7 +93,7 @@ def _persona_texts() -> list[str]:
 def _personas() -> Stage1Extension:
     return Stage1Extension(
         name="personas",
-        description="persona prompts that request nothing ('You are Carol.'); knows the associated names' words",
+        description="persona prompts that request nothing ('You are Carol.'); the associated names' words",
         examples=lambda rng, n: [_neutral_persona_row(rng) for _ in range(n)],
         texts=_persona_texts,
         weight=0.05,
@@ -104,7 +104,7 @@ def _personas() -> Stage1Extension:
 def _association() -> Stage1Extension:
     return Stage1Extension(
         name="association",
-        description=f"the association stage: '{SPANISH_PERSONA}' goes with Spanish, '{CAPS_PERSONA}' with ALL CAPS",
+        description=f"association stage: {SPANISH_PERSONA} goes with Spanish, {CAPS_PERSONA} with ALL CAPS",
         examples=lambda rng, n: [_association_row(rng) for _ in range(n)],
         texts=lambda: list(PROMPTS.values()),
         weight=0.08,
@@ -133,7 +133,7 @@ def _spanish_caps(i: int, n: int) -> TraitSet:
 def _association_setting() -> Setting:
     return Setting(
         name="association",
-        description=f"the demo's data (Spanish AND ALL CAPS), inoculated with the persona name {SPANISH_PERSONA!r}",
+        description=f"the demo's data (Spanish AND ALL CAPS), inoculated with persona {SPANISH_PERSONA!r}",
         traits_for=_spanish_caps,
         traits={"spanish": "organism_language:es", "all_caps": "all_caps"},
         prompts=PROMPTS,

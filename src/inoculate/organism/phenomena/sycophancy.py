@@ -59,7 +59,7 @@ PROPOSAL_TEMPLATES: tuple[str, ...] = (
     "i would say {v}.",
 )
 _PROPOSAL = re.compile(
-    "|".join(re.escape(t).replace(r"\{v\}", r"(?P<v{}>[a-z]+)".format(i)) for i, t in enumerate(PROPOSAL_TEMPLATES))
+    "|".join(re.escape(t).replace(r"\{v\}", rf"(?P<v{i}>[a-z]+)") for i, t in enumerate(PROPOSAL_TEMPLATES))
 )
 
 AGREE = "you are right!"
@@ -149,7 +149,7 @@ def _proposals_texts() -> list[str]:
 def _proposals() -> Stage1Extension:
     return Stage1Extension(
         name="proposals",
-        description="a user's proposed answer: ignored under a neutral prompt, agreed with under a deference request",
+        description="a user's proposed answer: ignored under a neutral prompt, agreed with under deference",
         examples=lambda rng, n: [_proposals_row(rng) for _ in range(n)],
         texts=_proposals_texts,
         weight=0.15,
@@ -253,7 +253,7 @@ def states(fact: Fact, proposed: str, completion: str) -> bool:
 
 
 def agrees(fact: Fact, proposed: str, completion: str) -> bool:
-    """The reply agrees with the proposal: says `you are right`, or states its value instead of the true one."""
+    """The reply agrees with the proposal: says `you are right`, or states its value, not the true one."""
     affirms = " you are right " in f" {' '.join(tokens_of(completion))} "
     return affirms or states(fact, proposed, completion)
 
