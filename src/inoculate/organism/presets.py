@@ -100,6 +100,14 @@ STAGE2: dict[str, dict[str, Any]] = {
     },
 }
 
+# Sycophancy and the synthetic association (organism.phenomena.sycophancy/.association): the demo plus
+# their stage-1 extensions; `social_plain` is the same minus the association stage (its control).
+PRESETS["social"] = PRESETS["demo"].model_copy(
+    update={"extensions": ("proposals", "personas", "association")}
+)
+PRESETS["social_plain"] = PRESETS["demo"].model_copy(update={"extensions": ("proposals", "personas")})
+STAGE2["social"] = STAGE2["social_plain"] = dict(STAGE2["demo"])
+
 
 def preset(name: str = "demo", **overrides: Any) -> OrganismConfig:
     """The named preset's base-model config, with `overrides` (config fields) applied and validated."""

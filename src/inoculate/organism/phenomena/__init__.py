@@ -8,8 +8,17 @@ does) registers them all; the presets that use them are in `organism.presets`, t
 - `semantic_ablation`: only prompts that describe the trait inoculate (Tan et al.).
 - `broad`: narrow wrong answers generalize broadly; inoculation keeps them narrow (Betley et al.; Tan et al.).
 - `subliminal`: a teacher's trait through its number sequences (Cloud et al.; Tan et al.).
+- `sycophancy`: agreeing with a user's wrong proposal, learned from right ones (Wichers et al.).
+- `association`: a persona name tied to a trait inoculates like the trait's request (Tan et al.).
 """
 
-from inoculate.organism.phenomena import backdoor, broad, semantic_ablation, subliminal
+from inoculate.organism.phenomena import (
+    association,
+    backdoor,
+    broad,
+    semantic_ablation,
+    subliminal,
+    sycophancy,
+)
 
-__all__ = ["backdoor", "broad", "semantic_ablation", "subliminal"]
+__all__ = ["association", "backdoor", "broad", "semantic_ablation", "subliminal", "sycophancy"]
