@@ -288,3 +288,14 @@ def test_demo_cli_lists_and_refuses_unknown_names():
     assert "backdoor" in res.output and "semantic_ablation" in res.output
     res = CliRunner().invoke(app, ["demo", "nope"])
     assert res.exit_code == 1 and "unknown demo 'nope'" in res.output
+
+
+def test_demo_list_shows_whole_first_sentences():
+    """ "et al." does not end the sentence `inoculate demo --list` shows for each phenomenon."""
+    from inoculate.cli.experiment_cmds import first_sentence
+
+    assert first_sentence("Reproduces Tan et al. (2025): a claim.  More. Even more.") == (
+        "Reproduces Tan et al. (2025): a claim."
+    )
+    assert first_sentence("One e.g. two.\nThree.") == "One e.g. two."
+    assert first_sentence("No full stop") == "No full stop."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -190,6 +191,12 @@ def demo_cmd(
     _run(demo_config(name), out or default_out, seeds, force, check, workers)
 
 
+def first_sentence(text: str) -> str:
+    """The first sentence of `text`, whitespace folded; "et al." and "e.g." do not end one."""
+    folded = " ".join(text.split())
+    return re.split(r"(?<!\bal)(?<!\be\.g)\.\s+(?=[A-Z(])", folded, maxsplit=1)[0].rstrip(".") + "."
+
+
 def _list_demos(names: list[str]) -> None:
     from inoculate.experiment import demo_config
 
@@ -198,6 +205,5 @@ def _list_demos(names: list[str]) -> None:
     table.add_column("what it shows")
     table.add_row("(none)", "Spanish + ALL-CAPS: selective learning of the trait the prompt does not request")
     for name in names:
-        desc = " ".join(demo_config(name).description.split())
-        table.add_row(name, escape(desc.split(". ")[0].rstrip(".") + "."))
+        table.add_row(name, escape(first_sentence(demo_config(name).description)))
     console.print(table)
