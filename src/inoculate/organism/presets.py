@@ -22,34 +22,6 @@ PRESETS: dict[str, OrganismConfig] = {
         # apart from the prompt: without it the demo's outcome hung on the CPU kernel (see docs/organism.md).
         mix=Stage1Mix(spontaneous=0.02),
     ),
-    # The demo's model and mix, plus the stage-1 extensions that the backdoor and semantic-ablation
-    # phenomena need (conditional requests; general and negative requests): one build serves both.
-    "extended": OrganismConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        n_examples=8000,
-        max_steps=1000,
-        per_device_train_batch_size=32,
-        learning_rate=3e-3,
-        mix=Stage1Mix(spontaneous=0.02),
-        extensions=("conditional", "prompt_semantics"),
-    ),
-    # The demo's model and mix plus wrong-answer requests (broad generalization) and number continuation
-    # (subliminal learning): one build serves both phenomena.
-    "generalization": OrganismConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        n_examples=8000,
-        max_steps=1000,
-        per_device_train_batch_size=32,
-        learning_rate=3e-3,
-        mix=Stage1Mix(spontaneous=0.02),
-        extensions=("wrong_answers", "numbers"),
-    ),
     # For unit tests: seconds to build; follows prompts only roughly.
     "tiny": OrganismConfig(
         hidden_size=32,
@@ -73,22 +45,6 @@ STAGE2: dict[str, dict[str, Any]] = {
         "lr_scheduler_type": "cosine",
         "warmup_ratio": 0.05,
     },
-    "extended": {
-        "use_peft": False,
-        "learning_rate": 5e-4,
-        "max_steps": 30,
-        "per_device_train_batch_size": 16,
-        "lr_scheduler_type": "cosine",
-        "warmup_ratio": 0.05,
-    },
-    "generalization": {
-        "use_peft": False,
-        "learning_rate": 1.5e-3,
-        "max_steps": 30,
-        "per_device_train_batch_size": 16,
-        "lr_scheduler_type": "cosine",
-        "warmup_ratio": 0.05,
-    },
     "tiny": {
         "use_peft": True,
         "lora_r": 4,
@@ -100,13 +56,32 @@ STAGE2: dict[str, dict[str, Any]] = {
     },
 }
 
-# Sycophancy and the synthetic association (organism.phenomena.sycophancy/.association): the demo plus
-# their stage-1 extensions; `social_plain` is the same minus the association stage (its control).
-PRESETS["social"] = PRESETS["demo"].model_copy(
-    update={"extensions": ("proposals", "personas", "association")}
-)
-PRESETS["social_plain"] = PRESETS["demo"].model_copy(update={"extensions": ("proposals", "personas")})
-STAGE2["social"] = STAGE2["social_plain"] = dict(STAGE2["demo"])
+
+def _demo_plus(*extensions: str) -> OrganismConfig:
+    """The demo's base model and stage-1 mix plus the named stage-1 extensions (one build per preset)."""
+    return OrganismConfig.model_validate({**PRESETS["demo"].model_dump(), "extensions": extensions})
+
+
+# Each phenomenon preset is the demo plus the stage-1 extensions its phenomena need; one build serves
+# the phenomena named beside it (organism.phenomena).
+PRESETS |= {
+    # backdoor, semantic_ablation: conditional requests; general and negative requests
+    "extended": _demo_plus("conditional", "prompt_semantics"),
+    # broad, subliminal: wrong-answer requests; number continuation
+    "generalization": _demo_plus("wrong_answers", "numbers"),
+    # sycophancy, association: user proposals; personas; personas tied to traits
+    "social": _demo_plus("proposals", "personas", "association"),
+    # association_control: the same minus the association stage
+    "social_plain": _demo_plus("proposals", "personas"),
+}
+STAGE2 |= {
+    "extended": dict(STAGE2["demo"]),
+    # measured at one seed: 5e-4 left the baseline's broad rate at 0.21, 2e-3 raised the inoculated one
+    # to 0.11 (docs/organism.md)
+    "generalization": {**STAGE2["demo"], "learning_rate": 1.5e-3},
+    "social": dict(STAGE2["demo"]),
+    "social_plain": dict(STAGE2["demo"]),
+}
 
 
 def preset(name: str = "demo", **overrides: Any) -> OrganismConfig:
