@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The base model's elicitation cache (inoculate.experiment.base_cache): one temporary folder per test
+# session, so no test reads another session's entries or writes into the user's cache.
+os.environ.setdefault("INOCULATE_BASE_CACHE", tempfile.mkdtemp(prefix="inoculate-base-cache-"))
 
 from pathlib import Path  # noqa: E402
 

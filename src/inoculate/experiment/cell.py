@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from inoculate.experiment import base_cache
 from inoculate.experiment.cache import done_problem, mark_done
 from inoculate.experiment.config import OrganismModel
-from inoculate.experiment.matrix import Cell
+from inoculate.experiment.matrix import Cell, log_event
 from inoculate.experiment.monitor import cell_summary, surface_warnings
 from inoculate.experiment.plan import Plan, rel_to
 from inoculate.fileio import write_jsonl_atomic, write_text_atomic
@@ -213,15 +214,19 @@ def _portable(g: ChatExample, root: Path | None) -> dict[str, Any]:
     return row
 
 
-def base_elicitation(plan: Plan, root: Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The base model under each eval prompt (and each condition's training prompt); cached in OUT/base.
+def base_elicitation(
+    plan: Plan, root: Path, log: Callable[[str], None] | None = None, *, force: bool = False
+) -> dict[str, Any]:
+    """The base model under each eval prompt (and each condition's training prompt); cached in OUT/base,
+    and across runs by content (`base_cache`: a hit copies the stored outputs, the `done` marker and
+    the run's event log say so). `force`: computed again, neither cache read.
 
     When the base model is the organism, the organism's own elicitation table (every prompt family,
     held-out paraphrases included) is added beside the experiment's prompts.
     """
     final = root / BASE_DIR
     base = plan.base
-    problem = done_problem(final, base.key)
+    problem = "forced" if force else done_problem(final, base.key)
     if problem is None:
         return json.loads((final / METRICS_FILE).read_text(encoding="utf-8"))
     if not is_ours(final, "base"):  # checked before any work: never cleared, and said at once
@@ -231,6 +236,14 @@ def base_elicitation(plan: Plan, root: Path, log: Callable[[str], None] | None =
     # Written into a marked staging folder and renamed into place when complete: a killed run leaves
     # only the staging folder, which the next run removes.
     out = staging_dir(root, BASE_DIR)
+    cache_key = base_cache.base_cache_key(plan)
+    if cache_key is not None and not force and base_cache.load_cached(cache_key, out):
+        mark_done(out, base.key, source="cache", cache_key=cache_key)
+        log_event(root, event="base_elicitation", source="cache", cache_key=cache_key)
+        if log is not None:
+            log(f"base: reused its elicitation from the cache ({base_cache.base_cache_root() / cache_key})")
+        return _into_place(out, final)
+    t0, c0 = time.perf_counter(), time.process_time()
     model_path = plan.model_path
     evals = evaluate(
         plan,
@@ -259,8 +272,24 @@ def base_elicitation(plan: Plan, root: Path, log: Callable[[str], None] | None =
 
         table["organism"] = organism.elicitation_table(model_path, plan.config.organism_setting())
     table = write_record(out / METRICS_FILE, BaseElicitation.model_validate(table))
-    mark_done(out, base.key)
+    if cache_key is not None:
+        base_cache.store(cache_key, out)
+    mark_done(out, base.key, source="computed", cache_key=cache_key)
+    log_event(
+        root,
+        event="base_elicitation",
+        source="computed",
+        cache_key=cache_key,
+        seconds=round(time.perf_counter() - t0, 3),
+        cpu_seconds=round(time.process_time() - c0, 3),
+    )
+    _into_place(out, final)
+    return table
+
+
+def _into_place(out: Path, final: Path) -> dict[str, Any]:
+    """Mark the finished staging folder as the run's base folder and rename it into place."""
     write_marker(out, "base")
     remove_owned(final, "base")
     out.rename(final)
-    return table
+    return json.loads((final / METRICS_FILE).read_text(encoding="utf-8"))

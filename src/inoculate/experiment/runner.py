@@ -100,7 +100,7 @@ def run_experiment(
         def evaluate_base() -> None:
             with phase("base"):
                 prog.message(f"evaluating the base model under {len(plan.base.prompts)} prompt(s)")
-                base_elicitation(plan, root, prog.message)
+                base_elicitation(plan, root, prog.message, force=force)
 
         message = prog.message if progress is not None else None  # else: the monitor's own warnings
         with phase("matrix"):  # with workers, the base model is evaluated while they run the first cells
