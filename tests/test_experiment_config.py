@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -181,6 +182,38 @@ def test_expectation_rules(rule, observed, reference, passed):
     assert check(parse_rule(rule), observed, reference)[1] is passed
 
 
+@pytest.mark.parametrize(
+    ("rule", "observed_ci", "reference_ci", "threshold", "passed"),
+    [
+        ("CI above abstract", (0.46, 1.00), (0.00, 0.01), 0.01, True),
+        ("CI above abstract", (0.00, 0.05), (0.00, 0.01), 0.01, False),  # means 0.02 > 0.00, CIs overlap
+        ("ci above abstract", (0.011, 0.2), (0.0, 0.01), 0.01, True),
+        ("CI below baseline", (0.00, 0.30), (0.65, 0.76), 0.65, True),
+        ("CI below baseline", (0.00, 0.70), (0.65, 0.76), 0.65, False),
+        ("CI above abstract", (float("nan"), 0.5), (0.0, 0.01), None, None),
+        ("CI above abstract", (0.4, 0.5), None, None, None),
+    ],
+)
+def test_ci_rules_compare_the_intervals_not_the_means(rule, observed_ci, reference_ci, threshold, passed):
+    got_threshold, got = check(parse_rule(rule), 0.5, 0.0, observed_ci=observed_ci, reference_ci=reference_ci)
+    assert got is passed
+    if threshold is not None:
+        assert got_threshold == threshold
+
+
+def test_ci_rule_without_intervals_is_unchecked_not_passed():
+    threshold, passed = check(parse_rule("CI above baseline"), 0.9, 0.1)
+    assert passed is None and math.isnan(threshold)
+
+
 def test_rule_description_round_trips():
-    for text in ("<= 0.1", ">= baseline - 0.1", "within 0.1 of placebo", "> ref + 0.2", ">= ref"):
+    for text in (
+        "<= 0.1",
+        ">= baseline - 0.1",
+        "within 0.1 of placebo",
+        "> ref + 0.2",
+        ">= ref",
+        "CI above abstract",
+        "CI below baseline",
+    ):
         assert parse_rule(parse_rule(text).describe()) == parse_rule(text)

@@ -274,6 +274,8 @@ def test_phenomenon_thresholds_are_the_issues():
     bd = demo_config("backdoor").expect
     assert bd["baseline"] == {"caps_triggered": ">= 0.90", "caps_untriggered": "<= 0.10"}
     assert bd["abstract"] == {"caps_triggered": "<= 0.20"}
+    # "cut it far less": their 95% CIs lie wholly above the abstract one's (not just a larger mean)
+    assert bd["unconditional"] == bd["vague"] == {"caps_triggered": "CI above abstract"}
     ab = demo_config("semantic_ablation").expect
     assert ab["specific"] == {"spanish": "<= 0.10"} and ab["general"] == {"spanish": "<= 0.30"}
 

@@ -6,6 +6,8 @@ is `neutral`) and a rule on the mean over seeds:
     "<= 0.10"                  absolute bound (also <, >=, >)
     ">= baseline - 0.10"       bound relative to another condition's mean on the same metric/prompt
     "within 0.10 of baseline"  |mean - baseline mean| <= 0.10
+    "CI above abstract"        the 95% CI lies wholly above another condition's (low > its high)
+    "CI below baseline"        the 95% CI lies wholly below another condition's (high < its low)
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Op = Literal["<=", ">=", "<", ">", "within"]
+Op = Literal["<=", ">=", "<", ">", "within", "ci_above", "ci_below"]
 
 _ABS = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
 _REL = re.compile(r"^\s*(<=|>=|<|>)\s*([A-Za-z_][\w.-]*)\s*(?:([-+])\s*(\d*\.?\d+(?:[eE][-+]?\d+)?))?\s*$")
 _WITHIN = re.compile(r"^\s*within\s+(\d*\.?\d+(?:[eE][-+]?\d+)?)\s+of\s+([A-Za-z_][\w.-]*)\s*$")
+_CI = re.compile(r"^\s*CI\s+(above|below)\s+([A-Za-z_][\w.-]*)\s*$", re.IGNORECASE)
 
 DEFAULT_EVAL_PROMPT = "neutral"
 
@@ -35,6 +38,8 @@ class Rule:
     def describe(self) -> str:
         if self.op == "within":
             return f"within {self.value:g} of {self.reference}"
+        if self.op in ("ci_above", "ci_below"):
+            return f"CI {self.op[3:]} {self.reference}"
         if self.reference is None:
             return f"{self.op} {self.value:g}"
         if self.value == 0:
@@ -53,6 +58,9 @@ def parse_rule(text: str) -> Rule:
     m = _WITHIN.match(text)
     if m:
         return Rule(op="within", value=float(m.group(1)), reference=m.group(2))
+    m = _CI.match(text)
+    if m:
+        return Rule(op=f"ci_{m.group(1).lower()}", value=0.0, reference=m.group(2))  # type: ignore[arg-type]
     m = _REL.match(text)
     if m:
         offset = float(m.group(4)) if m.group(4) else 0.0
@@ -60,7 +68,8 @@ def parse_rule(text: str) -> Rule:
             offset = -offset
         return Rule(op=m.group(1), value=offset, reference=m.group(2))  # type: ignore[arg-type]
     raise ValueError(
-        f"cannot parse rule {text!r}; use '<= 0.10', '>= baseline - 0.10' or 'within 0.10 of baseline'"
+        f"cannot parse rule {text!r}; use '<= 0.10', '>= baseline - 0.10', 'within 0.10 of baseline' "
+        "or 'CI above baseline'"
     )
 
 
@@ -79,7 +88,8 @@ class Verdict:
     observed: float
     """The condition's mean over seeds (nan when the run has no result for it)."""
     threshold: float
-    """The bound the mean was compared with (for `within`, the reference mean)."""
+    """The bound the mean was compared with (for `within`, the reference mean; for `CI above`/`CI below`,
+    the reference condition's CI bound the observed CI was compared with)."""
     passed: bool | None
     """None when it could not be checked (missing results)."""
 
@@ -88,8 +98,21 @@ class Verdict:
         return "MISSING" if self.passed is None else ("PASS" if self.passed else "FAIL")
 
 
-def check(rule: Rule, observed: float, reference_mean: float | None) -> tuple[float, bool | None]:
-    """Return (threshold, passed) for one rule against an observed mean."""
+def check(
+    rule: Rule,
+    observed: float,
+    reference_mean: float | None,
+    observed_ci: tuple[float, float] | None = None,
+    reference_ci: tuple[float, float] | None = None,
+) -> tuple[float, bool | None]:
+    """Return (threshold, passed) for one rule against an observed mean (and, for the CI rules, the
+    observed and reference 95% CIs; without them the rule cannot be checked)."""
+    if rule.op in ("ci_above", "ci_below"):
+        if observed_ci is None or reference_ci is None or any(map(math.isnan, (*observed_ci, *reference_ci))):
+            return math.nan, None
+        if rule.op == "ci_above":
+            return reference_ci[1], observed_ci[0] > reference_ci[1]
+        return reference_ci[0], observed_ci[1] < reference_ci[0]
     if rule.reference is not None:
         if reference_mean is None or math.isnan(reference_mean):
             return math.nan, None

@@ -88,10 +88,17 @@ def verdicts(run: RunData, rows: list[SummaryRow]) -> list[Verdict]:
             r = lookup(rows, cond, prompt, metric)
             observed = r.mean if r is not None else math.nan
             ref_mean = None
+            ref = None
             if rule.reference is not None:
                 ref = lookup(rows, rule.reference, prompt, metric)
                 ref_mean = ref.mean if ref is not None else math.nan
-            threshold, passed = check(rule, observed, ref_mean)
+            threshold, passed = check(
+                rule,
+                observed,
+                ref_mean,
+                observed_ci=(r.ci_low, r.ci_high) if r is not None else None,
+                reference_ci=(ref.ci_low, ref.ci_high) if ref is not None else None,
+            )
             out.append(
                 Verdict(
                     condition=cond,
@@ -113,7 +120,13 @@ def verdict_section(run: RunData, rows: list[SummaryRow]) -> tuple[str, list[Ver
     table_rows = []
     for v in vs:
         r = lookup(rows, v.condition, v.eval_prompt, v.metric)
-        thr = f"{fmt(v.threshold)} ({v.rule.reference} mean)" if v.rule.op == "within" else fmt(v.threshold)
+        if v.rule.op == "within":
+            thr = f"{fmt(v.threshold)} ({v.rule.reference} mean)"
+        elif v.rule.op in ("ci_above", "ci_below"):
+            side = "high" if v.rule.op == "ci_above" else "low"
+            thr = f"{fmt(v.threshold)} ({v.rule.reference} CI {side})"
+        else:
+            thr = fmt(v.threshold)
         table_rows.append(
             [
                 v.condition,
@@ -130,8 +143,10 @@ def verdict_section(run: RunData, rows: list[SummaryRow]) -> tuple[str, list[Ver
     passed = [v for v in vs if v.passed]
     lines = []
     if not failed and not missing:
+        on_cis = any(v.rule.op in ("ci_above", "ci_below") for v in vs)
         lines.append(
-            f"**All {len(vs)} declared expectations hold** (checked on the mean over seeds). "
+            f"**All {len(vs)} declared expectations hold** (checked on the mean over seeds"
+            f"{'; `CI above`/`CI below` rules on the 95% CIs' if on_cis else ''}). "
             "The expected effect appeared in this run."
         )
     else:
