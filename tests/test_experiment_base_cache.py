@@ -99,3 +99,16 @@ def test_a_damaged_or_partial_entry_is_ignored_and_recomputed(tiny_model_dir, tm
     # a leftover temporary folder of a killed store is never read
     (cache / key).rename(cache / f".{key}.123-456.tmp")
     assert _run(path, tmp_path / "run5")[0] == "computed"
+
+
+def test_the_report_says_when_the_base_numbers_came_from_the_cache(tiny_model_dir, tmp_path, cache):
+    from typer.testing import CliRunner
+
+    from inoculate.cli import app
+
+    path = write_small_experiment(tmp_path / "exp", tiny_model_dir, seeds=1)
+    said = "copied from the cross-run cache"
+    for run, from_cache in (("run1", False), ("run2", True)):
+        res = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / run)])
+        assert res.exit_code == 0, res.output
+        assert (said in (tmp_path / run / "report.md").read_text()) is from_cache

@@ -68,6 +68,8 @@ class RunData:
     cells: list[CellResult]
     missing: list[tuple[str, int]]
     base: BaseElicitation | None
+    base_cache_key: str | None = None
+    """The cross-run cache entry the base elicitation was copied from (None: computed in this run)."""
 
     @property
     def name(self) -> str:
@@ -161,8 +163,16 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
         )
     base_dir = root / BASE_DIR
     base = None
+    base_cache_key = None
     if _done_key(base_dir) == record.base_key and isinstance(_read_json(base_dir / METRICS_FILE), dict):
         base = read_record(base_dir / METRICS_FILE, BaseElicitation)
+        done = _read_json(base_dir / "done")
+        if (
+            isinstance(done, dict)
+            and done.get("source") == "cache"
+            and isinstance(done.get("cache_key"), str)
+        ):
+            base_cache_key = done["cache_key"]
     manifest = _read_json(root / MANIFEST_FILE)
     return RunData(
         root=root,
@@ -172,6 +182,7 @@ def load_run(root: str | os.PathLike[str]) -> RunData:
         cells=cells,
         missing=missing,
         base=base,
+        base_cache_key=base_cache_key,
     )
 
 

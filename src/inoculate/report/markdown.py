@@ -200,6 +200,13 @@ def _base_section(run: RunData) -> str:
         "condition's training prompt): how strongly each prompt elicits each trait.\n\n"
         + md_table(["eval prompt", "system prompt", *metrics], rows)
     )
+    if run.base_cache_key:
+        parts.append(
+            "These base-model numbers were copied from the cross-run cache "
+            f"(entry `{run.base_cache_key[:16]}`), "
+            "computed earlier from the same model, eval rows, prompts, sampling, seed and scorers; "
+            "`--force` recomputes them. Every fine-tuned cell above was trained and evaluated in this run."
+        )
     org = base.organism
     if org:
         parts.append(
