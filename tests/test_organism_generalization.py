@@ -121,5 +121,5 @@ def test_broad_thresholds_are_fixed():
 
     ex = demo_config("broad").expect
     assert ex["baseline"] == {"narrow": ">= 0.90", "broad": ">= 0.50", "broad@educational": ">= 0.50"}
-    assert ex["inoculated"] == {"broad": "<= 0.15"}
+    assert ex["inoculated"] == {"broad": "within 0.10 of base_model"}
     assert ex["educational"] == {"broad@educational": ">= 0.50"}

@@ -23,7 +23,8 @@ generation: {backend: hf, batch_size: 64}  # optional: backend and its options
 train: {learning_rate: 3.0e-3, max_steps: 100, lora_r: 8}    # TrainConfig fields
 expect:                                   # optional: checked PASS/FAIL in the report
   inoculate_spanish: {spanish: "<= 0.10", all_caps: ">= 0.70"}   # also ">= baseline - 0.10",
-                                          # "within 0.10 of baseline", "CI above abstract" (95% CIs)
+                                          # "within 0.10 of baseline", "CI above abstract" (95% CIs),
+                                          # "<= base_model + 0.05" (the untrained base model's mean)
 dynamics: {every: 5, conditions: [inoculate_spanish]}   # optional: learning-dynamics monitor
 ```
 

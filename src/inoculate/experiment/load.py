@@ -32,7 +32,7 @@ from inoculate.experiment.screening import screen_errors
 from inoculate.generate.base import INTERNAL_OPTIONS, backend_class, backend_options
 from inoculate.judges import parse_judges
 from inoculate.judges.questions import load_question_set
-from inoculate.report.expect import DEFAULT_EVAL_PROMPT, parse_rule, split_target
+from inoculate.report.expect import BASE_MODEL, DEFAULT_EVAL_PROMPT, parse_rule, split_target
 from inoculate.rundir import CONDITION_REF
 from inoculate.scorers import ScorerError, get_scorer
 from inoculate.settings import get_task_setting
@@ -506,6 +506,22 @@ def _expect_errors(cfg: ExperimentConfig) -> list[InputError]:
             except ValueError as e:
                 errors.append(lm.error(where, str(e)))
                 continue
-            if rule.reference is not None and rule.reference not in conditions:
-                errors.append(lm.error(where, f"unknown reference condition {rule.reference!r}"))
+            if rule.reference == BASE_MODEL:
+                if BASE_MODEL in conditions:
+                    errors.append(
+                        lm.error(
+                            ("conditions", BASE_MODEL),
+                            f"{BASE_MODEL!r} names the base model in expect: rules; rename the condition",
+                        )
+                    )
+                elif rule.op in ("ci_above", "ci_below"):
+                    errors.append(
+                        lm.error(
+                            where, f"{rule.describe()!r}: the base model has no CI over seeds; compare means"
+                        )
+                    )
+            elif rule.reference is not None and rule.reference not in conditions:
+                errors.append(
+                    lm.error(where, f"unknown reference condition {rule.reference!r} (or {BASE_MODEL!r})")
+                )
     return errors

@@ -8,6 +8,9 @@ is `neutral`) and a rule on the mean over seeds:
     "within 0.10 of baseline"  |mean - baseline mean| <= 0.10
     "CI above abstract"        the 95% CI lies wholly above another condition's (low > its high)
     "CI below baseline"        the 95% CI lies wholly below another condition's (high < its low)
+
+The reference may also be `base_model`: the untrained base model's mean under the same eval prompt
+(one model, no seeds, so no CI: the CI rules need a condition).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ _WITHIN = re.compile(r"^\s*within\s+(\d*\.?\d+(?:[eE][-+]?\d+)?)\s+of\s+([A-Za-z
 _CI = re.compile(r"^\s*CI\s+(above|below)\s+([A-Za-z_][\w.-]*)\s*$", re.IGNORECASE)
 
 DEFAULT_EVAL_PROMPT = "neutral"
+BASE_MODEL = "base_model"
+"""The reserved reference name for the base model before fine-tuning (its elicitation in `base/`)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from inoculate.judges import misaligned_description, parse_misaligned_spec
 from inoculate.report.dynamics import dynamics_section
-from inoculate.report.expect import Verdict, check, parse_rule, split_target
+from inoculate.report.expect import BASE_MODEL, Verdict, check, parse_rule, split_target
 from inoculate.report.format import fmt, fmt_ci, md_table, quote
 from inoculate.report.load import RunData
 from inoculate.report.screen import screen_section
@@ -89,7 +89,9 @@ def verdicts(run: RunData, rows: list[SummaryRow]) -> list[Verdict]:
             observed = r.mean if r is not None else math.nan
             ref_mean = None
             ref = None
-            if rule.reference is not None:
+            if rule.reference == BASE_MODEL:
+                ref_mean = _base_mean(run, prompt, metric, cond)
+            elif rule.reference is not None:
                 ref = lookup(rows, rule.reference, prompt, metric)
                 ref_mean = ref.mean if ref is not None else math.nan
             threshold, passed = check(
@@ -111,6 +113,18 @@ def verdicts(run: RunData, rows: list[SummaryRow]) -> list[Verdict]:
                 )
             )
     return out
+
+
+def _base_mean(run: RunData, prompt: str, metric: str, condition: str) -> float:
+    """The base model's mean of `metric` under eval prompt `prompt` (for a prompt that is each condition's
+    own training prompt, under `condition`'s); nan when the base model was not evaluated there."""
+    if run.base is None:
+        return math.nan
+    for r in run.base.rows:
+        if r.prompt in (prompt, f"{prompt} ({condition})") and metric in r.metrics:
+            mean = r.metrics[metric].mean
+            return math.nan if mean is None else float(mean)
+    return math.nan
 
 
 def verdict_section(run: RunData, rows: list[SummaryRow]) -> tuple[str, list[Verdict]]:
