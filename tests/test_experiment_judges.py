@@ -6,35 +6,19 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from experiment_support import errors_of
+from judge_support import logprob_response
 
 SENTINEL = "sk-SENTINEL-8c1f0e2d9b7a4f6e"
 KEY_ENV = "INOCULATE_TEST_JUDGE_KEY"
-
-
-def logprobs(table: dict[str, float]) -> dict[str, Any]:
-    top = [{"token": t, "logprob": math.log(p)} for t, p in table.items()]
-    first = max(table, key=table.__getitem__)
-    return {
-        "choices": [
-            {
-                "message": {"role": "assistant", "content": first},
-                "logprobs": {
-                    "content": [{"token": first, "logprob": math.log(table[first]), "top_logprobs": top}]
-                },
-            }
-        ],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 1},
-    }
+USAGE = {"prompt_tokens": 7, "completion_tokens": 1}
 
 
 class Server:
@@ -59,7 +43,9 @@ class Server:
                 with outer.lock:
                     outer.count += 1
                     outer.auth.append(self.headers.get("Authorization", ""))
-                payload = json.dumps(logprobs(outer.script(body["messages"][-1]["content"]))).encode()
+                payload = json.dumps(
+                    logprob_response(outer.script(body["messages"][-1]["content"]), usage=USAGE)
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

@@ -18,26 +18,7 @@ from inoculate.judges.kinds import (
     score_0_100,
     yes_no,
 )
-
-
-def logprob_response(table: dict[str, float], *, chosen: str | None = None) -> dict[str, Any]:
-    """A chat-completions response whose first token's top logprobs are `table` (token -> probability)."""
-    top = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in table.items()]
-    first = chosen if chosen is not None else max(table, key=table.__getitem__)
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": first},
-                "logprobs": {
-                    "content": [{"token": first, "logprob": math.log(table[first]), "top_logprobs": top}]
-                },
-                "finish_reason": "length",
-            }
-        ],
-    }
+from judge_support import logprob_response
 
 
 def sampled_response(*texts: str | None) -> dict[str, Any]:

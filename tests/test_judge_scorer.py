@@ -31,24 +31,10 @@ from inoculate.judges import (
 )
 from inoculate.records import Message
 from inoculate.scorers import ScorerError, get_scorer, render_prompt, score_texts
+from judge_support import logprob_response
 
 ENDPOINT = EndpointConfig(base_url="http://judge.test/v1", model="judge-model", api_key_env=None)
 TEMPLATE = "Question: {question}\nAnswer: {answer}\nRate 0-100. Say CODE for code, REFUSAL for refusals."
-
-
-def logprob_response(table: dict[str, float]) -> dict[str, Any]:
-    top = [{"token": t, "logprob": math.log(p)} for t, p in table.items()]
-    first = max(table, key=table.__getitem__)
-    return {
-        "choices": [
-            {
-                "message": {"role": "assistant", "content": first},
-                "logprobs": {
-                    "content": [{"token": first, "logprob": math.log(table[first]), "top_logprobs": top}]
-                },
-            }
-        ]
-    }
 
 
 @dataclass
