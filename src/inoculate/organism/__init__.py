@@ -4,12 +4,14 @@ A closed world of lookup questions (`world`), answers rendered under independent
 language, case, a sycophantic opener, a signature line), detectors registered as scorers
 (`detectors`), a word-level tokenizer (`tokenizer`), stage-1 pretraining of a tiny Llama that follows
 trait-requesting system prompts (`base`), stage-1 extensions a phenomenon adds (`extensions`), stage-2
-settings and the prompt library (`settings`), named presets (`presets`), and the phenomena beyond the
+settings and the prompt library (`settings`), named presets (`presets`), the presets' base models shipped
+with the package (`packaged`) and their rebuild from scratch (`rebuild`), and the phenomena beyond the
 demo (`phenomena`). Importing the package registers the detectors and the phenomena.
 """
 
 from inoculate.organism import (
     detectors,  # noqa: F401  (registers the organism's scorers)
+    packaged,
     phenomena,  # noqa: F401  (registers stage-1 extensions, settings, scorers)
 )
 from inoculate.organism.base import (
@@ -69,6 +71,7 @@ __all__ = [
     "list_extensions",
     "list_settings",
     "make_examples",
+    "packaged",
     "parse_question",
     "preset",
     "prompts",

@@ -27,7 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inoculate.fileio import write_json_atomic
 from inoculate.generate import SamplingParams, get_backend
-from inoculate.organism import detectors  # noqa: F401  (registers the detectors)
+from inoculate.organism import (
+    detectors,  # noqa: F401  (registers the detectors)
+    packaged,
+)
 from inoculate.organism import prompt_families as P
 from inoculate.organism.extensions import extension_texts, get_extension
 from inoculate.organism.settings import eval_questions, get_setting, make_examples
@@ -132,16 +135,32 @@ def build_base_model(
     force: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    use_shipped: bool = True,
 ) -> Path:
-    """The base model's directory for `config`: reused from the cache, or built (stage 1) and cached.
+    """The base model's directory for `config`: reused from the cache, else installed from the copy the
+    package ships for this key (`organism.packaged`; `use_shipped=False` skips it), else built (stage 1)
+    and cached. `force` builds it from scratch, replacing the cached one.
 
     The model is built in a temporary directory and renamed into place when complete, so a killed
     build leaves no half-written model behind, and two processes building at once both end with one.
     """
+    say = log or (lambda msg: None)
     root = cache_root(cache_dir)
     final = root / config.key()
     if is_built(final) and not force:
         return final
+    if use_shipped and not force:
+        try:
+            installed = packaged.install(config.key(), final)
+        except packaged.DamagedPackage as e:
+            say(f"stage 1: the shipped base model {config.key()} is damaged ({e}); building it instead")
+        else:
+            if installed is not None:
+                say(
+                    f"stage 1: installed the base model this package ships for key {config.key()} "
+                    "(`inoculate organism build` rebuilds it from scratch)"
+                )
+                return installed
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
@@ -220,6 +239,7 @@ def _build(
     quiet = contextlib.redirect_stdout(io.StringIO()) if not progress else contextlib.nullcontext()
     with quiet:
         result = train(init, examples, train_config, resume=False)
+    built_with = packaged.build_environment()  # after training: the threads it ran with
     model_dir = Path(result.model_path)
     AutoTokenizer.from_pretrained(init).save_pretrained(model_dir)
     with contextlib.suppress(FileNotFoundError):
@@ -234,6 +254,7 @@ def _build(
         "train_seconds": round(result.runtime_s, 2),
         "build_seconds": round(time.perf_counter() - t0, 2),
         "build_cpu_seconds": round(time.process_time() - c0, 2),
+        "built_with": built_with,
         "loss_history": [
             {"step": h["step"], "loss": h["loss"]} for h in result.log_history if "loss" in h and "step" in h
         ],
