@@ -111,6 +111,8 @@ def run_experiment(
         log_event(root, event="run_started", cells=len(plan.cells), force=force)
         message = prog.message if progress is not None else None  # else: the monitor's own warnings
         if evaluates_together(plan):  # train every cell, then one engine call samples them all
+            if workers is not None and workers > 1:
+                prog.message(f"{workers} workers asked; cells train one at a time before one engine call")
             matrix = run_matrix_in_phases(
                 plan.cells,
                 root,
