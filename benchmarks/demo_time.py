@@ -134,6 +134,12 @@ def stage_table(out: Path, cache: Path, *, cold: bool) -> str:
                 f"cells' own CPU {cell_cpu:.1f} s; the parent's {phases['matrix']['cpu_s']:.1f} s",
             )
         )
+    for name, what in (
+        ("train", "train phase (every cell)"),
+        ("evaluate", "evaluate phase (one engine call)"),
+    ):
+        if name in phases:  # the two-phase path (a vllm run), not the demo's
+            lines.append(_row(what, phases[name]["seconds"], phases[name]["cpu_s"]))
     if "report" in phases:
         lines.append(_row("report", phases["report"]["seconds"], phases["report"]["cpu_s"]))
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inoculate.experiment.cache import DONE, cell_key, is_done, prepare_cell, read_done
-from inoculate.experiment.matrix import Cell, cell_order, read_events, run_matrix
+from inoculate.experiment.matrix import Cell, cell_order, read_events, run_matrix, run_matrix_in_phases
 from inoculate.fileio import write_json_atomic
 
 
@@ -222,3 +222,95 @@ def test_workers_are_other_processes_and_a_failing_cell_stops_the_run(tmp_path):
     with pytest.raises(Boom):
         run_matrix(cells, tmp_path / "dies", FakeCell(die_on=("a", 0)), workers=2)
     assert not (tmp_path / "dies" / "a" / "seed_0" / DONE).exists()
+
+
+class FakePhases:
+    """`run_matrix_in_phases`' two functions: training writes 'trained.json' (kept on resume), the
+    evaluation pass writes each cell's metrics and can die after `die_after` cells; `log` keeps the
+    order of what happened."""
+
+    def __init__(self, die_after: int | None = None):
+        self.die_after = die_after
+        self.log: list[tuple[str, str, int]] = []
+
+    def train(self, cell: Cell, cell_dir: Path, stage) -> Path:
+        stage("train")
+        trained = cell_dir / "trained.json"
+        if not trained.is_file():
+            self.log.append(("train", cell.condition, cell.seed))
+            write_json_atomic(trained, {"seed": cell.seed})
+        return trained
+
+    def evaluate(self, trained: list):
+        self.log.append(("pass", "", len(trained)))
+        for i, (cell, path) in enumerate(trained):
+            if i == self.die_after:
+                raise Boom()
+            assert path.is_file()
+            summary = {"eval": {"neutral": {"x": {"mean": cell.seed / 10, "n": 4, "n_nan": 0}}}}
+            write_json_atomic(path.parent / "metrics.json", summary)
+            self.log.append(("evaluate", cell.condition, cell.seed))
+            yield cell, summary
+
+
+def test_in_phases_trains_every_cell_before_one_evaluation_pass(tmp_path):
+    cells = make_cells()
+    fake = FakePhases()
+    phases: list[str] = []
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def phase(name):
+        phases.append(name)
+        yield
+
+    res = run_matrix_in_phases(cells, tmp_path, fake.train, fake.evaluate, phase=phase)
+    labels = [(c.condition, c.seed) for c in cells]
+    assert fake.log == [("train", *x) for x in labels] + [("pass", "", 4)] + [
+        ("evaluate", *x) for x in labels
+    ]
+    assert phases == ["train", "evaluate"]
+    assert [(c.condition, c.seed) for c in res.ran] == labels
+    for c in cells:
+        done = read_done(tmp_path / c.rel_dir)
+        assert is_done(tmp_path / c.rel_dir, c.key) and done["evaluated_with_others"] is True
+        assert "metrics.json" in done["outputs"]
+    kinds = [e["event"] for e in read_events(tmp_path)]
+    assert kinds == ["cell_started", "cell_trained"] * 4 + ["cell_finished"] * 4
+    # a rerun finds every cell finished: nothing trained, and the pass (the base model's) still runs
+    fake2 = FakePhases()
+    again = run_matrix_in_phases(cells, tmp_path, fake2.train, fake2.evaluate)
+    assert len(again.cached) == 4 and not again.ran and fake2.log == [("pass", "", 0)]
+
+
+def test_in_phases_a_pass_that_dies_leaves_trained_cells_unfinished_and_resumable(tmp_path):
+    """Killed in the evaluation pass after one cell: that cell is done, the others are not, and their
+    training is kept; the rerun evaluates them without training them again."""
+    cells = make_cells()
+    fake = FakePhases(die_after=1)
+    with pytest.raises(Boom):
+        run_matrix_in_phases(cells, tmp_path, fake.train, fake.evaluate)
+    assert [is_done(tmp_path / c.rel_dir, c.key) for c in cells] == [True, False, False, False]
+    assert not (tmp_path / cells[1].rel_dir / DONE).exists()
+
+    fake2 = FakePhases()
+    res = run_matrix_in_phases(cells, tmp_path, fake2.train, fake2.evaluate)
+    assert fake2.log == [("pass", "", 3)] + [("evaluate", c.condition, c.seed) for c in cells[1:]]
+    assert [c.key for c in res.cached] == [cells[0].key] and len(res.ran) == 3
+    states = [e["state"] for e in read_events(tmp_path) if e["event"] == "cell_started"][4:]
+    assert states == ["resume"] * 3
+    assert all(is_done(tmp_path / c.rel_dir, c.key) for c in cells)
+
+
+def test_in_phases_a_cell_the_pass_skipped_is_an_error_not_a_finished_cell(tmp_path):
+    cells = make_cells(seeds=(0,))
+    fake = FakePhases()
+
+    def first_only(trained):
+        yield from fake.evaluate(trained[:1])
+
+    with pytest.raises(RuntimeError, match="did not evaluate b / seed 0"):
+        run_matrix_in_phases(cells, tmp_path, fake.train, first_only)
+    assert is_done(tmp_path / cells[0].rel_dir, cells[0].key)
+    assert not (tmp_path / cells[1].rel_dir / DONE).exists()

@@ -4,69 +4,19 @@ back to their rows."""
 
 from __future__ import annotations
 
-import sys
-import types
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from inoculate.generate import SamplingParams, get_backend, sample_seed
 from inoculate.models import encode_prompts, load_tokenizer
 from inoculate.records import ChatExample, Message, chat
-
-
-@dataclass
-class StubLoRA:
-    lora_name: str
-    lora_int_id: int
-    lora_path: str
-
-
-@dataclass
-class StubSampling:
-    kwargs: dict[str, Any]
-
-
-@dataclass
-class StubLLM:
-    """Records what it is built with and asked; each output's text names its request's adapter,
-    seed and prompt length, so a test can tell which request an output belongs to."""
-
-    kwargs: dict[str, Any]
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    built: list[StubLLM] = field(default_factory=list)
-
-    def generate(self, requests, sampling_params=None, lora_request=None, use_tqdm=True):  # type: ignore[no-untyped-def]
-        self.calls.append({"requests": requests, "sampling": sampling_params, "lora": lora_request})
-        loras = lora_request if isinstance(lora_request, list) else [lora_request] * len(requests)
-        outs = []
-        for req, sp, lora in zip(requests, sampling_params, loras, strict=True):
-            name = "base" if lora is None else lora.lora_name
-            text = f"{name}|{sp.kwargs['seed']}|{len(req['prompt_token_ids'])}"
-            tokens = list(range(sp.kwargs["max_tokens"]))
-            outs.append(
-                types.SimpleNamespace(
-                    outputs=[types.SimpleNamespace(text=text, token_ids=tokens, finish_reason="length")]
-                )
-            )
-        return outs
+from vllm_support import install_stub_vllm
 
 
 @pytest.fixture
 def stub_vllm(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    built: list[StubLLM] = []
-    vllm = types.ModuleType("vllm")
-    vllm.LLM = lambda **kw: built.append(StubLLM(kw)) or built[-1]  # type: ignore[attr-defined]
-    vllm.SamplingParams = lambda **kw: StubSampling(kw)  # type: ignore[attr-defined]
-    lora_mod = types.ModuleType("vllm.lora")
-    request_mod = types.ModuleType("vllm.lora.request")
-    request_mod.LoRARequest = StubLoRA  # type: ignore[attr-defined]
-    for name, mod in {"vllm": vllm, "vllm.lora": lora_mod, "vllm.lora.request": request_mod}.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    monkeypatch.setattr("inoculate.generate.vllm._ENGINES", {})
-    return built
+    return install_stub_vllm(monkeypatch)
 
 
 def questions(n: int = 3) -> list[ChatExample]:
@@ -203,3 +153,43 @@ def test_adapter_tokenizer_is_used_when_saved_with_the_adapter(
     assert mine.encode([msgs]) != base.encode([msgs])
     assert mine.rendered_prompt(msgs) == "[user]hello[assistant]"
     assert len(stub_vllm) == 1
+
+
+def test_jobs_with_their_own_seeds_share_one_call(stub_vllm, tiny_model_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A matrix's cells differ in their seed: each job samples with its own parameters, all in one
+    call, and gets the records its own backend would give it."""
+    from inoculate.generate.base import AdapterJob
+
+    engine = engine_for(tiny_model_dir)
+    paths = adapters(tmp_path, 2)
+    own = [PARAMS.model_copy(update={"seed": s}) for s in (0, 1)]
+    jobs = [AdapterJob(p, questions(), params=q) for p, q in zip(paths, own, strict=True)]
+    jobs.append(AdapterJob(None, questions(2)))  # the call's parameters
+    together = engine.generate_many(jobs, PARAMS)
+    assert len(stub_vllm[0].calls) == 1
+    apart = [engine.backend(p).generate(questions(), q) for p, q in zip(paths, own, strict=True)]
+    apart.append(engine.backend(None).generate(questions(2), PARAMS))
+    assert [[g.to_json() for g in r] for r in together] == [[g.to_json() for g in r] for r in apart]
+    seeds = [{g.metadata["generation"]["params"]["seed"] for g in r} for r in together]
+    assert seeds == [{0}, {1}, {PARAMS.seed}]
+    with pytest.raises(ValueError, match="no sampling parameters"):
+        engine.generate_many([AdapterJob(None, questions(1))])
+
+
+def test_only_backends_that_batch_adapters_say_so(stub_vllm, tiny_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """The runner's rule reads the capability, not the backend's name; the engine it gets is the one
+    the per-adapter backends share."""
+    from inoculate.generate.base import adapter_engine, generates_many
+
+    assert generates_many("vllm") and not generates_many("hf") and not generates_many("openai_http")
+    engine = adapter_engine("vllm", str(tiny_model_dir), max_loras=3)
+    assert get_backend("vllm", model=str(tiny_model_dir), max_loras=3).engine is engine
+    assert len(stub_vllm) == 1
+    with pytest.raises(ValueError, match="does not sample many adapters"):
+        adapter_engine("hf", str(tiny_model_dir))
+
+
+def engine_for(model: Path):  # type: ignore[no-untyped-def]
+    from inoculate.generate.vllm import VLLMEngine
+
+    return VLLMEngine(str(model))

@@ -57,6 +57,16 @@ def _entry(key: str) -> Path:
     return base_cache_root() / key
 
 
+def is_cached(key: str) -> bool:
+    """Whether an intact entry for `key` is stored (what `load_cached` would copy)."""
+    entry = _entry(key)
+    return (
+        entry.is_dir()
+        and done_problem(entry, key) is None
+        and all((entry / name).exists() for name in STORED)
+    )
+
+
 def load_cached(key: str, into: Path) -> bool:
     """Copy an intact entry's outputs into `into` (an empty staging folder); False on a miss.
 
@@ -64,7 +74,7 @@ def load_cached(key: str, into: Path) -> bool:
     entry = _entry(key)
     if not entry.is_dir():
         return False
-    if done_problem(entry, key) is not None or not all((entry / name).exists() for name in STORED):
+    if not is_cached(key):
         shutil.rmtree(entry, ignore_errors=True)
         return False
     for name in STORED:

@@ -3,6 +3,9 @@
 A cell: its condition's transformed training set -> train (LoRA or full, `inoculate.train`) ->
 generate under each eval prompt -> score every trait and capability (`scorers.score_generations`)
 -> `metrics.json`. The base model is evaluated the same way, without training, into `OUT/base/`.
+`run_cell` is `train_cell` then `evaluate_cell`; the two halves are apart for the runner's two-phase
+path (`experiment.together`), where a whole matrix is sampled in one engine call and each cell's
+evaluation takes its generations (`generated`) instead of sampling them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import contextlib
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,7 @@ from inoculate.rundir import (
     write_record,
 )
 from inoculate.scorers import score_generations
-from inoculate.train import TrainConfig, train
+from inoculate.train import TrainConfig, TrainResult, train
 
 
 def served_adapter_name(condition: str, seed: int) -> str:
@@ -62,8 +66,40 @@ def run_cell(
 
     A monitored condition trains with the learning-dynamics callback (`dynamics.jsonl`); its collapse
     warning goes to `message` (the run's progress output) when given."""
+    return evaluate_cell(plan, train_cell(plan, cell, cell_dir, stage, message), stage)
 
-    timings: dict[str, float] = {}
+
+@dataclass(frozen=True)
+class TrainedCell:
+    """A cell whose training finished: what its evaluation needs."""
+
+    cell: Cell
+    cell_dir: Path
+    result: TrainResult
+    max_steps: int
+    timings: dict[str, float]
+    """wall (`train`) and CPU (`cpu_train`) seconds of the training"""
+
+    @property
+    def weights(self) -> str:
+        """The trained adapter or model, read from the cell's folder (not from the paths
+        `train_result.json` recorded): a copied or moved run folder evaluates its own weights."""
+        return str(self.cell_dir / ("adapter" if self.result.is_adapter else "model"))
+
+    @property
+    def adapter(self) -> str | None:
+        return self.weights if self.result.is_adapter else None
+
+
+def train_cell(
+    plan: Plan,
+    cell: Cell,
+    cell_dir: Path,
+    stage: Any,
+    message: Callable[[str], None] | None = None,
+) -> TrainedCell:
+    """Train one (condition, seed) into its folder (see `run_cell`). A folder whose training finished
+    returns its recorded result (`inoculate.train` resumes): nothing is trained again."""
     examples, manifest = plan.train_sets[cell.condition]
     if manifest is not None:
         manifest.save(cell_dir / TRAIN_MANIFEST_FILE)
@@ -82,30 +118,44 @@ def run_cell(
         result = train(model_path, examples, tc, callbacks=callbacks)
     if printed.getvalue():
         write_text_atomic(cell_dir / "train_stdout.log", printed.getvalue())
-    timings["train"] = time.perf_counter() - t0
-    timings["cpu_train"] = time.process_time() - c0
+    timings = {"train": time.perf_counter() - t0, "cpu_train": time.process_time() - c0}
+    return TrainedCell(cell=cell, cell_dir=cell_dir, result=result, max_steps=tc.max_steps, timings=timings)
 
+
+def evaluate_cell(
+    plan: Plan,
+    trained: TrainedCell,
+    stage: Any = None,
+    *,
+    generated: Mapping[str, list[ChatExample]] | None = None,
+    extra_timings: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Generate -> score a trained cell under each eval prompt; writes generations/, scores/ and
+    metrics.json, and returns what metrics.json holds. `generated`: each eval prompt's generations,
+    already sampled (with every other cell's, `experiment.together`), instead of sampling them here;
+    `extra_timings` are added to metrics.json's `timings_s`."""
+    cell, cell_dir, result = trained.cell, trained.cell_dir, trained.result
+    timings = dict(trained.timings)
     t0 = time.perf_counter()
     judges_before = judge_stats()
     prompts = plan.cell_prompts(cell.condition)
     scorers = plan.label_scorers({label: s for label, (s, _p) in plan.eval_axis.items()})
-    # The trained weights are read from this cell's folder, not from the paths `train_result.json`
-    # recorded when they were trained: a copied or moved run folder evaluates its own adapter.
-    trained = str(cell_dir / ("adapter" if result.is_adapter else "model"))
     evals = evaluate(
         plan,
         cell_dir,
         seed=cell.seed,
-        model=model_path if result.is_adapter else trained,
-        adapter=trained if result.is_adapter else None,
+        model=plan.model_path if result.is_adapter else trained.weights,
+        adapter=trained.adapter,
         prompts=prompts,
         scorers=scorers,
         stage=stage,
         root=cell_dir.parent.parent,  # a cell's folder is OUT/<condition>/seed_<k>
         adapter_name=served_adapter_name(cell.condition, cell.seed) if result.is_adapter else None,
         timings=timings,
+        generated=generated,
     )
     timings["evaluate"] = time.perf_counter() - t0
+    timings.update(extra_timings or {})
 
     summary = {
         "condition": cell.condition,
@@ -124,9 +174,10 @@ def run_cell(
     judged = judge_stats_since(judges_before)
     if judged:
         summary["judges"] = judged
+    monitor = plan.dynamics.get(cell.condition)
     if monitor is not None:
         summary["dynamics"] = cell_summary(
-            monitor, cell_dir / DYNAMICS_FILE, max_steps=tc.max_steps, global_step=result.global_step
+            monitor, cell_dir / DYNAMICS_FILE, max_steps=trained.max_steps, global_step=result.global_step
         )
     return write_record(cell_dir / METRICS_FILE, CellMetrics.model_validate(summary))
 
@@ -144,6 +195,7 @@ def evaluate(
     root: Path | None = None,
     adapter_name: str | None = None,
     timings: dict[str, float] | None = None,
+    generated: Mapping[str, list[ChatExample]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Generate under each eval set and score; writes generations/ and scores/; returns the means.
 
@@ -152,19 +204,23 @@ def evaluate(
     With `root` (the run folder), model and adapter paths inside it are recorded relative to it.
     `adapter_name` is the name a server serves the adapter under (openai_http only). `timings` gets
     the seconds spent generating and scoring, wall (`generate`, `score`) and this process's CPU
-    (`cpu_generate`, `cpu_score`), added to what it holds."""
+    (`cpu_generate`, `cpu_score`), added to what it holds. `generated`: each name's generations,
+    sampled already (by `sampling_params(plan, seed)`, through this model and adapter); no backend is
+    built then, and `generate` counts only their writing."""
 
     gen = plan.config.generation
-    named = {"adapter_name": adapter_name} if adapter_name and gen.backend == "openai_http" else {}
-    backend = get_backend(gen.backend, model=model, adapter=adapter, **named, **gen.options())
-    params = SamplingParams(**plan.config.sampling.model_dump(), seed=seed)
+    backend = None
+    if generated is None:
+        named = {"adapter_name": adapter_name} if adapter_name and gen.backend == "openai_http" else {}
+        backend = get_backend(gen.backend, model=model, adapter=adapter, **named, **gen.options())
+    params = sampling_params(plan, seed)
     results: dict[str, dict[str, Any]] = {}
     spent = {"generate": 0.0, "score": 0.0, "cpu_generate": 0.0, "cpu_score": 0.0}
     for name, examples in prompts.items():
-        if stage is not None:
+        if stage is not None and backend is not None:
             stage(f"generate [{name}]")
         t0, c0 = time.perf_counter(), time.process_time()
-        gens = backend.generate(examples, params)
+        gens = backend.generate(examples, params) if backend is not None else generated[name]
         write_jsonl_atomic(out_dir / "generations" / f"{name}.jsonl", (_portable(g, root) for g in gens))
         t1, c1 = time.perf_counter(), time.process_time()
         if stage is not None:
@@ -180,6 +236,12 @@ def evaluate(
         for k, v in spent.items():
             timings[k] = timings.get(k, 0.0) + v
     return results
+
+
+def sampling_params(plan: Plan, seed: int) -> SamplingParams:
+    """The sampling parameters of an evaluation with run seed `seed` (a cell's seed; the base model's
+    is the first)."""
+    return SamplingParams(**plan.config.sampling.model_dump(), seed=seed)
 
 
 def judge_stats() -> dict[str, Any]:
@@ -214,12 +276,30 @@ def _portable(g: ChatExample, root: Path | None) -> dict[str, Any]:
     return row
 
 
+def base_needs_sampling(plan: Plan, root: Path, *, force: bool = False) -> bool:
+    """Whether `base_elicitation` will sample the base model: False when OUT/base is finished with its
+    key or the cross-run cache holds it (`force`: always True)."""
+    if force:
+        return True
+    if done_problem(root / BASE_DIR, plan.base.key) is None:
+        return False
+    cache_key = base_cache.base_cache_key(plan)
+    return cache_key is None or not base_cache.is_cached(cache_key)
+
+
 def base_elicitation(
-    plan: Plan, root: Path, log: Callable[[str], None] | None = None, *, force: bool = False
+    plan: Plan,
+    root: Path,
+    log: Callable[[str], None] | None = None,
+    *,
+    force: bool = False,
+    generated: Mapping[str, list[ChatExample]] | None = None,
 ) -> dict[str, Any]:
     """The base model under each eval prompt (and each condition's training prompt); cached in OUT/base,
     and across runs by content (`base_cache`: a hit copies the stored outputs, the `done` marker and
-    the run's event log say so). `force`: computed again, neither cache read.
+    the run's event log say so). `force`: computed again, neither cache read. `generated`: the
+    generations of each of `plan.base.prompts`, sampled already (with the cells',
+    `experiment.together`), used when the elicitation is computed.
 
     When the base model is the organism, the organism's own elicitation table (every prompt family,
     held-out paraphrases included) is added beside the experiment's prompts.
@@ -254,6 +334,7 @@ def base_elicitation(
         prompts=base.prompts,
         scorers=plan.label_scorers(base.sets),
         root=root,
+        generated=generated,
     )
     table: dict[str, Any] = {
         "source": "experiment",

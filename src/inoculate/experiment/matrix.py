@@ -3,16 +3,22 @@
 `run_matrix` is independent of what a cell does: it takes a cell function, so the cache and resume
 logic can be tested (and reused) with any cheap function. The experiment runner passes the real one
 (transform -> train -> generate -> score).
+
+`run_matrix_in_phases` runs the same matrix in two phases: every unfinished cell is trained first, then
+one evaluation pass takes them all (the runner's path when one engine samples every cell's adapter in
+one call). A cell is finished, as in `run_matrix`, only when its `done` marker is written, after its
+metrics; a cell trained but not evaluated keeps its training outputs and is only evaluated on resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -136,16 +142,7 @@ def run_matrix(
     root = Path(root)
     prog = progress or NullProgress()
     result = MatrixResult()
-    todo = []
-    for cell in cells:
-        problem = None if force else done_problem(root / cell.rel_dir, cell.key)
-        if problem is None and not force:
-            result.cached.append(cell)
-            continue
-        if problem not in (None, "not finished"):
-            prog.message(f"seed_{cell.seed} of {cell.condition}: {problem}; recomputing")
-            log_event(root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem)
-        todo.append(cell)
+    todo = _unfinished(cells, root, force, prog, result)
     # What exists now (the plan, its data, imported modules) lives for the whole run: freeze it out of
     # the cycle collector, which each training run calls (accelerate's free_memory) and which otherwise
     # walks it every time; forked workers then also leave those pages shared.
@@ -187,6 +184,113 @@ def run_matrix(
             summary, seconds = run_one(cell, root, cell_fn, force, lambda stage, c=cell: prog.stage(c, stage))
             result.ran.append(cell)
             prog.cell_finished(cell, summary, seconds, False)
+    finally:
+        prog.stop()
+    return result
+
+
+def _unfinished(
+    cells: Sequence[Cell], root: Path, force: bool, prog: MatrixProgress, result: MatrixResult
+) -> list[Cell]:
+    """The cells to run; the finished ones go to `result.cached`, and an invalid one is said and logged."""
+    todo = []
+    for cell in cells:
+        problem = None if force else done_problem(root / cell.rel_dir, cell.key)
+        if problem is None and not force:
+            result.cached.append(cell)
+            continue
+        if problem not in (None, "not finished"):
+            prog.message(f"seed_{cell.seed} of {cell.condition}: {problem}; recomputing")
+            log_event(root, event="cell_invalid", condition=cell.condition, seed=cell.seed, problem=problem)
+        todo.append(cell)
+    return todo
+
+
+TrainFn = Callable[[Cell, Path, StageFn], Any]
+"""`train_fn(cell, cell_dir, stage)` trains the cell into `cell_dir` and returns what its evaluation
+needs; a folder whose training finished (kept by `prepare_cell`) is not trained again."""
+EvaluateFn = Callable[[list[tuple[Cell, Any]]], Iterator[tuple[Cell, dict[str, Any]]]]
+"""`evaluate_fn([(cell, trained), ...])` evaluates every trained cell (an empty list too: it may have
+other work, the base model's), writes each one's outputs and yields `(cell, summary)` once that cell's
+metrics are written."""
+PhaseFn = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
+def run_matrix_in_phases(
+    cells: Sequence[Cell],
+    root: str | os.PathLike[str],
+    train_fn: TrainFn,
+    evaluate_fn: EvaluateFn,
+    *,
+    force: bool = False,
+    progress: MatrixProgress | None = None,
+    phase: PhaseFn | None = None,
+) -> MatrixResult:
+    """Train every unfinished cell (phase `train`), then evaluate them all in one pass (phase
+    `evaluate`); return which ran and which were cached.
+
+    Each cell's folder gets `config.json` first, as in `run_matrix`, and `done` last, as soon as the
+    evaluation pass yields the cell (its metrics written). A run stopped in between leaves trained cells
+    without `done`: they are not finished, and the next run keeps their training (same training key)
+    and evaluates them. `phase(NAME)` wraps each phase (the runner logs it with its seconds)."""
+    root = Path(root)
+    prog = progress or NullProgress()
+    in_phase = phase or (lambda name: contextlib.nullcontext())
+    result = MatrixResult()
+    todo = _unfinished(cells, root, force, prog, result)
+    gc.freeze()  # as in run_matrix
+    prog.start(len(cells), len(result.cached))
+    for cell in result.cached:
+        prog.cell_finished(cell, {}, 0.0, True)
+    try:
+        trained: list[tuple[Cell, Any]] = []
+        train_seconds: dict[Cell, float] = {}
+        with in_phase("train"):
+            for cell in todo:
+                prog.cell_started(cell)
+                cell_dir = root / cell.rel_dir
+                state = prepare_cell(cell_dir, cell.key, cell.train_key, force=force)
+                write_cell_config(cell_dir, cell.config, cell.key, cell.train_key)
+                log_event(
+                    root,
+                    event="cell_started",
+                    condition=cell.condition,
+                    seed=cell.seed,
+                    key=cell.key,
+                    state=state,
+                )
+                t0 = time.perf_counter()
+                trained.append((cell, train_fn(cell, cell_dir, lambda stage, c=cell: prog.stage(c, stage))))
+                train_seconds[cell] = time.perf_counter() - t0
+                log_event(
+                    root,
+                    event="cell_trained",
+                    condition=cell.condition,
+                    seed=cell.seed,
+                    key=cell.key,
+                    seconds=round(train_seconds[cell], 3),
+                )
+        with in_phase("evaluate"):
+            t0 = time.perf_counter()
+            for cell, summary in evaluate_fn(trained):
+                if cell not in train_seconds or cell in result.ran:
+                    raise RuntimeError(f"the evaluation pass returned {cell.label}, which it was not given")
+                # its training, then the shared pass from its start to this cell's metrics
+                seconds = train_seconds[cell] + time.perf_counter() - t0
+                mark_done(
+                    root / cell.rel_dir,
+                    cell.key,
+                    condition=cell.condition,
+                    seed=cell.seed,
+                    seconds=round(seconds, 3),
+                    evaluated_with_others=True,
+                )
+                log_event(root, event="cell_finished", condition=cell.condition, seed=cell.seed, key=cell.key)
+                result.ran.append(cell)
+                prog.cell_finished(cell, summary, seconds, False)
+            missing = [c.label for c, _ in trained if c not in result.ran]
+            if missing:
+                raise RuntimeError(f"the evaluation pass did not evaluate {', '.join(missing)}")
     finally:
         prog.stop()
     return result

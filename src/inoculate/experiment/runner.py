@@ -7,6 +7,10 @@ train with the condition's transformed data -> generate under each eval prompt (
 neutralized, then the eval prompt's system prompt set) -> score every trait and capability ->
 `metrics.json`; the report is written from the run folder.
 
+When one engine samples every cell's adapter in one call (`together.evaluates_together`: the vllm
+backend with LoRA cells), the matrix runs in two phases instead: every cell is trained first, then
+the whole matrix and the base model are sampled in one call and scored (`experiment.together`).
+
 Layout of `OUT` (default `runs/<name>`):
 
     OUT/experiment.json         the resolved experiment (what `inoculate report` reads)
@@ -29,17 +33,25 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from inoculate.experiment.cell import base_elicitation, run_cell
+from inoculate.experiment.cell import base_elicitation, run_cell, train_cell
 from inoculate.experiment.config import ExperimentConfig, OrganismModel
 from inoculate.experiment.load import load_experiment
-from inoculate.experiment.matrix import MatrixProgress, MatrixResult, NullProgress, log_event, run_matrix
+from inoculate.experiment.matrix import (
+    MatrixProgress,
+    MatrixResult,
+    NullProgress,
+    log_event,
+    run_matrix,
+    run_matrix_in_phases,
+)
 from inoculate.experiment.plan import Plan, check_conditions, prepare
 from inoculate.experiment.record import experiment_record, write_manifest
 from inoculate.experiment.screening import picked_conditions
+from inoculate.experiment.together import evaluate_together, evaluates_together
 from inoculate.judges import JudgeCache, JudgeClients, use_clients
 from inoculate.report import Report
 from inoculate.report import write_report as _write
@@ -71,7 +83,8 @@ def run_experiment(
 ) -> RunOutcome:
     """Run (or resume) an experiment and write its report; finished cells are not redone.
 
-    `workers`: cells run at once, each in a worker process (see `default_workers`, the default)."""
+    `workers`: cells run at once, each in a worker process (see `default_workers`, the default); the
+    two-phase path (`together.evaluates_together`) runs in this process."""
     cfg = experiment if isinstance(experiment, ExperimentConfig) else load_experiment(experiment)
     root = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     check_conditions(cfg)  # an empty condition is refused before the run folder is touched
@@ -96,23 +109,21 @@ def run_experiment(
             write_record(root / EXPERIMENT_FILE, experiment_record(plan, root))
             write_manifest(plan, root)
         log_event(root, event="run_started", cells=len(plan.cells), force=force)
-
-        def evaluate_base() -> None:
-            with phase("base"):
-                prog.message(f"evaluating the base model under {len(plan.base.prompts)} prompt(s)")
-                base_elicitation(plan, root, prog.message, force=force)
-
         message = prog.message if progress is not None else None  # else: the monitor's own warnings
-        with phase("matrix"):  # with workers, the base model is evaluated while they run the first cells
-            matrix = run_matrix(
+        if evaluates_together(plan):  # train every cell, then one engine call samples them all
+            if workers is not None and workers > 1:
+                prog.message(f"{workers} workers asked; cells train one at a time before one engine call")
+            matrix = run_matrix_in_phases(
                 plan.cells,
                 root,
-                lambda cell, d, stage: run_cell(plan, cell, d, stage, message),
+                lambda cell, d, stage: train_cell(plan, cell, d, stage, message),
+                lambda trained: evaluate_together(plan, root, trained, force=force, log=prog.message),
                 force=force,
                 progress=prog,
-                workers=default_workers(cfg) if workers is None else workers,
-                alongside=evaluate_base,
+                phase=phase,
             )
+        else:
+            matrix = _cell_by_cell(plan, root, prog, message, force, workers, phase)
         log_event(root, event="run_finished", ran=len(matrix.ran), cached=len(matrix.cached))
         seconds = time.perf_counter() - t0
         report = None
@@ -120,6 +131,35 @@ def run_experiment(
             with phase("report"):
                 report = _write(root)
         return RunOutcome(out_dir=root, plan=plan, matrix=matrix, seconds=seconds, report=report)
+
+
+def _cell_by_cell(
+    plan: Plan,
+    root: Path,
+    prog: MatrixProgress,
+    message: Callable[[str], None] | None,
+    force: bool,
+    workers: int | None,
+    phase: _Phases,
+) -> MatrixResult:
+    """Each cell trained and evaluated in turn (with workers, several at once), the base model
+    evaluated before them or, with workers, while they run."""
+
+    def evaluate_base() -> None:
+        with phase("base"):
+            prog.message(f"evaluating the base model under {len(plan.base.prompts)} prompt(s)")
+            base_elicitation(plan, root, prog.message, force=force)
+
+    with phase("matrix"):  # with workers, the base model is evaluated while they run the first cells
+        return run_matrix(
+            plan.cells,
+            root,
+            lambda cell, d, stage: run_cell(plan, cell, d, stage, message),
+            force=force,
+            progress=prog,
+            workers=default_workers(plan.config) if workers is None else workers,
+            alongside=evaluate_base,
+        )
 
 
 def default_workers(cfg: ExperimentConfig) -> int:

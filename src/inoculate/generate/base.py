@@ -7,7 +7,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -113,12 +113,46 @@ def plan_samples(
     return SamplePlan(examples=examples, prompts=prompts, rows=rows, seeds=seeds, params=params)
 
 
+@dataclass(frozen=True)
+class AdapterJob:
+    """Examples to sample through one adapter (None: the base model), with their system turn rule
+    (`with_system`) and their own sampling parameters (None: those of the call; jobs of one call may
+    differ in their seed, e.g. one job per cell of a matrix)."""
+
+    adapter: str | None
+    examples: Sequence[ChatExample]
+    system: Any = KEEP_SYSTEM
+    params: SamplingParams | None = None
+
+
+class AdapterEngine(Protocol):
+    """What a backend with `generates_many` gives: one engine over a base model that samples the jobs
+    of many adapters in one call."""
+
+    def generate_many(
+        self, jobs: Sequence[AdapterJob], params: SamplingParams | None = None
+    ) -> list[list[ChatExample]]:
+        """Each job's generation records, as `Backend.generate` gives them, in the jobs' order."""
+        ...
+
+
 class Backend(ABC):
     """A way to sample completions of chat prompts. Subclasses implement `sample` (one completion per
     prompt, each with its own seed) and, when they hold the tokenizer, `rendered_prompt` and
-    `seen_system_prompt`; `generate` builds the records."""
+    `seen_system_prompt`; `generate` builds the records.
+
+    A backend that samples many LoRA adapters of one base model in one call (vllm) sets
+    `generates_many` and implements `shared_engine`; the experiment runner then trains every cell
+    first and evaluates them all in one call."""
 
     name: ClassVar[str] = ""
+    generates_many: ClassVar[bool] = False
+
+    @classmethod
+    def shared_engine(cls, model: str, **options: Any) -> AdapterEngine:
+        """The process's engine over `model` with these options (the backend's own), built on first
+        use; only for a backend with `generates_many`."""
+        raise NotImplementedError(f"backend {cls.name!r} samples one adapter at a time")
 
     def __init__(self, model: str, adapter: str | None = None):
         self.model_name = str(model)
@@ -250,6 +284,20 @@ def backend_options(name: str) -> tuple[dict[str, inspect.Parameter], bool]:
         if k not in INTERNAL_OPTIONS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     }
     return named, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def generates_many(name: str) -> bool:
+    """Whether backend `name` samples many adapters' jobs in one call (`Backend.generates_many`)."""
+    return bool(getattr(backend_class(name), "generates_many", False))
+
+
+def adapter_engine(name: str, model: str, **options: Any) -> AdapterEngine:
+    """Backend `name`'s shared engine over `model` (`Backend.shared_engine`); ValueError for a backend
+    without `generates_many`."""
+    target = backend_class(name)
+    if not generates_many(name) or not isinstance(target, type) or not issubclass(target, Backend):
+        raise ValueError(f"backend {name!r} does not sample many adapters in one call")
+    return target.shared_engine(model, **options)
 
 
 def get_backend(name: str, **kwargs: Any) -> Backend:

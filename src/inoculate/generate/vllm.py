@@ -4,9 +4,12 @@ One engine (`VLLMEngine`) serves the base model and every LoRA adapter of a matr
 with `enable_lora`, each adapter is a `LoRARequest` with a stable id per adapter path, and each
 request carries its own. `VLLMEngine.generate_many` samples several (adapter, examples) jobs in ONE
 `LLM.generate` call, so vLLM batches the adapters together (up to `max_loras` in one batch) instead
-of running one engine, or one pass, per adapter. `get_backend("vllm", model=..., adapter=...)` reuses
-the process's engine for the same model and engine settings (`shared_engine`), so the experiment
-runner, which builds one backend per cell, starts vLLM once per run, not once per cell.
+of running one engine, or one pass, per adapter; each job may carry its own sampling parameters (a
+matrix's cells differ in their seed). The backend says so (`generates_many`), and the experiment
+runner then trains every cell first and evaluates the whole matrix in one call.
+`get_backend("vllm", model=..., adapter=...)` reuses the process's engine for the same model and
+engine settings (`shared_engine`), so code that builds one backend per adapter (the runner's
+cell-by-cell path, `inoculate generate`) starts vLLM once per process, not once per adapter.
 
 Prompts are tokenized here with the same chat-template tokenization as training and passed to
 vLLM as token ids, so what vLLM conditions on is what the adapter was trained on. Each sample is
@@ -24,12 +27,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inoculate.generate.base import (
-    KEEP_SYSTEM,
+    AdapterJob,
     Backend,
     Completion,
     SamplingParams,
@@ -48,16 +50,6 @@ def _vllm() -> Any:
     except ImportError as e:
         raise ImportError("the vllm backend needs vLLM: pip install 'inoculate[vllm]'") from e
     return vllm
-
-
-@dataclass(frozen=True)
-class AdapterJob:
-    """Examples to sample through one adapter (None: the base model), with their system turn rule
-    (`generate.with_system`)."""
-
-    adapter: str | None
-    examples: Sequence[ChatExample]
-    system: Any = KEEP_SYSTEM
 
 
 class VLLMEngine:
@@ -127,28 +119,30 @@ class VLLMEngine:
         prompt_ids: Sequence[list[int]],
         seeds: Sequence[int],
         loras: Sequence[Any],
-        params: SamplingParams,
+        params: SamplingParams | Sequence[SamplingParams],
     ) -> list[Completion]:
         """One completion per tokenized prompt, prompt i sampled with `seeds[i]` through `loras[i]`
-        (None: the base model), all in one `LLM.generate` call."""
+        (None: the base model), all in one `LLM.generate` call. `params`: one for every prompt, or
+        one per prompt."""
         vllm = _vllm()
-        if not (len(prompt_ids) == len(seeds) == len(loras)):
-            raise ValueError("prompts, seeds and loras differ in length")
+        each = [params] * len(prompt_ids) if isinstance(params, SamplingParams) else list(params)
+        if not (len(prompt_ids) == len(seeds) == len(loras) == len(each)):
+            raise ValueError("prompts, seeds, loras and params differ in length")
         if not prompt_ids:
             return []
         requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
         sampling = [
             vllm.SamplingParams(
                 n=1,
-                temperature=params.temperature,
-                top_p=params.top_p,
+                temperature=p.temperature,
+                top_p=p.top_p,
                 top_k=-1,
                 repetition_penalty=1.0,
-                max_tokens=params.max_new_tokens,
+                max_tokens=p.max_new_tokens,
                 seed=int(s),
-                stop=list(params.stop) or None,
+                stop=list(p.stop) or None,
             )
-            for s in seeds
+            for s, p in zip(seeds, each, strict=True)
         ]
         lora: Any = list(loras) if any(r is not None for r in loras) else None
         outputs = list(
@@ -157,30 +151,42 @@ class VLLMEngine:
         if len(outputs) != len(requests):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
         completions = []
-        for out in outputs:
+        for out, p in zip(outputs, each, strict=True):
             o = out.outputs[0]
-            text, _ = truncate_at_stop(o.text, params.stop)
+            text, _ = truncate_at_stop(o.text, p.stop)
             finish = "length" if o.finish_reason == "length" else "stop"
             completions.append(Completion(text=text, finish_reason=finish, n_tokens=len(o.token_ids)))
         return completions
 
-    def generate_many(self, jobs: Sequence[AdapterJob], params: SamplingParams) -> list[list[ChatExample]]:
+    def generate_many(
+        self, jobs: Sequence[AdapterJob], params: SamplingParams | None = None
+    ) -> list[list[ChatExample]]:
         """Each job's generation records (as `Backend.generate` gives them), all jobs sampled in one
-        engine call: vLLM batches requests of different adapters together."""
+        engine call: vLLM batches requests of different adapters together. A job samples with its
+        own `params` when it has them, else with `params`."""
         backends = [self.backend(job.adapter) for job in jobs]
-        plans = [plan_samples(job.examples, params, system=job.system) for job in jobs]
-        prompts, seeds, loras = [], [], []
+        plans = [plan_samples(job.examples, _params_of(job, params), system=job.system) for job in jobs]
+        prompts, seeds, loras, each = [], [], [], []
         for be, plan in zip(backends, plans, strict=True):
             prompts += be.encode(plan.sample_prompts)
             seeds += plan.seeds
             loras += [be._lora] * len(plan.rows)
-        completions = self.complete(prompts, seeds, loras, params)
+            each += [plan.params] * len(plan.rows)
+        completions = self.complete(prompts, seeds, loras, each)
         out, start = [], 0
         for be, plan in zip(backends, plans, strict=True):
             end = start + len(plan.rows)
             out.append(be.records(plan, completions[start:end]))
             start = end
         return out
+
+
+def _params_of(job: AdapterJob, params: SamplingParams | None) -> SamplingParams:
+    if job.params is not None:
+        return job.params
+    if params is None:
+        raise ValueError(f"a job of adapter {job.adapter!r} has no sampling parameters, nor has the call")
+    return params
 
 
 _ENGINES: dict[str, VLLMEngine] = {}
@@ -197,6 +203,30 @@ def shared_engine(model: str, **settings: Any) -> VLLMEngine:
 
 @backend("vllm")
 class VLLMBackend(Backend):
+    generates_many = True
+
+    @classmethod
+    def shared_engine(
+        cls,
+        model: str,
+        *,
+        chat_template: str | None = None,
+        max_lora_rank: int = 64,
+        max_loras: int = 8,
+        seed: int = 0,
+        **llm_kwargs: Any,
+    ) -> VLLMEngine:
+        """The process's engine for `model` and these options (the backend's own), built on first use:
+        the one every `VLLMBackend` with the same options samples through."""
+        return shared_engine(
+            model,
+            chat_template=chat_template,
+            max_lora_rank=max_lora_rank,
+            max_loras=max_loras,
+            seed=seed,
+            **llm_kwargs,
+        )
+
     def __init__(
         self,
         model: str,
@@ -211,7 +241,7 @@ class VLLMBackend(Backend):
     ):
         super().__init__(model, adapter)
         if engine is None:
-            engine = shared_engine(
+            engine = self.shared_engine(
                 model,
                 chat_template=chat_template,
                 max_lora_rank=max_lora_rank,
