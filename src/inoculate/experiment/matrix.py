@@ -248,17 +248,7 @@ def run_matrix_in_phases(
         with in_phase("train"):
             for cell in todo:
                 prog.cell_started(cell)
-                cell_dir = root / cell.rel_dir
-                state = prepare_cell(cell_dir, cell.key, cell.train_key, force=force)
-                write_cell_config(cell_dir, cell.config, cell.key, cell.train_key)
-                log_event(
-                    root,
-                    event="cell_started",
-                    condition=cell.condition,
-                    seed=cell.seed,
-                    key=cell.key,
-                    state=state,
-                )
+                cell_dir = start_cell(cell, root, force)
                 t0 = time.perf_counter()
                 trained.append((cell, train_fn(cell, cell_dir, lambda stage, c=cell: prog.stage(c, stage))))
                 train_seconds[cell] = time.perf_counter() - t0
@@ -296,15 +286,22 @@ def run_matrix_in_phases(
     return result
 
 
+def start_cell(cell: Cell, root: Path, force: bool) -> Path:
+    """A cell's folder made ready for its work (`prepare_cell`: kept training outputs of the same training
+    key, else cleared), `config.json` written, the start logged; returns the folder."""
+    cell_dir = root / cell.rel_dir
+    state = prepare_cell(cell_dir, cell.key, cell.train_key, force=force)
+    write_cell_config(cell_dir, cell.config, cell.key, cell.train_key)
+    log_event(root, event="cell_started", condition=cell.condition, seed=cell.seed, key=cell.key, state=state)
+    return cell_dir
+
+
 def run_one(
     cell: Cell, root: Path, cell_fn: CellFn, force: bool, stage: StageFn
 ) -> tuple[dict[str, Any], float]:
     """One cell, start to `done`: its folder prepared, `config.json` first, the work, `done` last; the
     events logged. Returns the cell function's summary and the seconds it took."""
-    cell_dir = root / cell.rel_dir
-    state = prepare_cell(cell_dir, cell.key, cell.train_key, force=force)
-    write_cell_config(cell_dir, cell.config, cell.key, cell.train_key)
-    log_event(root, event="cell_started", condition=cell.condition, seed=cell.seed, key=cell.key, state=state)
+    cell_dir = start_cell(cell, root, force)
     t0 = time.perf_counter()
     summary = cell_fn(cell, cell_dir, stage)
     seconds = time.perf_counter() - t0
