@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inoculate.errors import InputErrors
+from inoculate.fileio import sha256_file
 from inoculate.yamlio import LineMap
 
 CACHE_ENV = "INOCULATE_CACHE"
@@ -129,14 +130,6 @@ def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(env) / "data" if env else Path.home() / ".cache" / "inoculate" / "data"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_url(
     src: URLSource, *, root: str | os.PathLike[str] | None = None, timeout: float = TIMEOUT_S
 ) -> Path:
@@ -144,7 +137,7 @@ def fetch_url(
     folder = cache_dir(root)
     target = folder / src.sha256
     if target.is_file():
-        if _sha256(target) == src.sha256:
+        if sha256_file(target) == src.sha256:
             return target
         target.unlink()  # changed on disk since it was verified: fetch it again
     folder.mkdir(parents=True, exist_ok=True)

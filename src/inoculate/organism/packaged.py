@@ -17,7 +17,7 @@ shipped one (`organism.rebuild`).
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import platform
 import shutil
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from inoculate.fileio import write_json_atomic
+from inoculate.fileio import sha256_file, write_json_atomic
 
 PACKAGE_ENV = "INOCULATE_ORGANISM_PACKAGE"
 MANIFEST_FILE = "packaged.json"
@@ -85,14 +85,6 @@ def shipped_keys() -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / MANIFEST_FILE).is_file())
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def problems(folder: str | os.PathLike[str], manifest: PackagedManifest | None = None) -> list[str]:
     """What is wrong with a shipped (or installed) folder: a missing file or a sha256 that does not
     match its manifest; empty when it is intact."""
@@ -106,7 +98,7 @@ def problems(folder: str | os.PathLike[str], manifest: PackagedManifest | None =
         path = folder / name
         if not path.is_file():
             out.append(f"{path}: missing")
-        elif file_sha256(path) != digest:
+        elif sha256_file(path) != digest:
             out.append(f"{path}: sha256 does not match {MANIFEST_FILE}")
     return out
 
@@ -147,7 +139,7 @@ class DamagedPackage(RuntimeError):
     """A shipped base model whose files do not match their manifest."""
 
 
-def build_environment(threads: int | None = None) -> dict[str, str]:
+def build_environment() -> dict[str, str]:
     """What determines a build's float rounding: library versions, the CPU kernel torch dispatches to,
     and its intra-op threads (recorded in `organism.json` at build time)."""
     import torch
@@ -159,7 +151,7 @@ def build_environment(threads: int | None = None) -> dict[str, str]:
         "transformers": transformers.__version__,
         "machine": platform.machine(),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
-        "torch_threads": str(threads if threads is not None else torch.get_num_threads()),
+        "torch_threads": str(torch.get_num_threads()),
         "platform": sys.platform,
     }
 
@@ -167,8 +159,6 @@ def build_environment(threads: int | None = None) -> dict[str, str]:
 def write_shipped(model_dir: str | os.PathLike[str], dest_root: str | os.PathLike[str], preset: str) -> Path:
     """Write the shipped copy of a built base model into `dest_root/<key>` (maintainers: the package's
     `src/inoculate/data/organism`), replacing an older copy of the same key."""
-    import json
-
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "organism.json").read_text(encoding="utf-8"))
     key = meta["key"]
@@ -182,7 +172,7 @@ def write_shipped(model_dir: str | os.PathLike[str], dest_root: str | os.PathLik
         manifest = PackagedManifest(
             key=key,
             preset=preset,
-            files={name: file_sha256(staging / name) for name in SHIPPED_FILES},
+            files={name: sha256_file(staging / name) for name in SHIPPED_FILES},
             built_with={k: str(v) for k, v in (meta.get("built_with") or {}).items()},
         )
         write_json_atomic(staging / MANIFEST_FILE, manifest.model_dump(mode="json"))

@@ -25,6 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from inoculate.fileio import sha256_file
 from inoculate.organism import packaged
 from inoculate.organism.base import (
     ELICIT_SCORERS,
@@ -95,7 +96,7 @@ def compare_builds(
     env = {k: str(v) for k, v in (meta.get("built_with") or {}).items()}
     same_env = all(env.get(f) == manifest.built_with.get(f) for f in ROUNDING_FIELDS)
     names = [n for n in manifest.files if n != META_FILE]  # organism.json holds the build's own times
-    differing = [n for n in names if packaged.file_sha256(built / n) != packaged.file_sha256(shipped / n)]
+    differing = [n for n in names if sha256_file(built / n) != sha256_file(shipped / n)]
     weights_identical = "model.safetensors" not in differing
     max_diff = 0.0 if weights_identical else _max_weight_diff(built, shipped)
     common = dict(
