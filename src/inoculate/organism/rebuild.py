@@ -15,7 +15,6 @@ processes at once: each build is single-threaded, so two builds use two cores.
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -33,6 +32,7 @@ from inoculate.organism.base import (
     OrganismConfig,
     build_base_model,
     elicitation_table,
+    read_meta,
 )
 from inoculate.organism.presets import preset
 from inoculate.organism.stage1 import stage1_examples
@@ -89,7 +89,7 @@ def compare_builds(
 ) -> BuildComparison:
     """Compare a fresh build with a shipped base model of the same key (see the module docstring)."""
     built, shipped = Path(built), Path(shipped)
-    meta = json.loads((built / META_FILE).read_text(encoding="utf-8"))
+    meta = read_meta(built)
     manifest = packaged.read_manifest(shipped)
     if meta["key"] != manifest.key:
         raise ValueError(f"{built} has key {meta['key']}, the shipped model {shipped} has {manifest.key}")
